@@ -1,0 +1,243 @@
+//! `leuko data` and `leuko data audit`.
+
+use super::{DataArgs, Format};
+use anyhow::Context;
+use leuko::audit::{audit, AuditConfig, AuditReport};
+use leuko::data::{ClassSet, DataDir, Dataset};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Per-class counts and unused rows of the BCCD data set.
+#[derive(Debug, clap::Args)]
+pub struct DataCommand {
+    #[command(subcommand)]
+    pub sub: Option<DataSub>,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Also write a bar chart of the class counts (PNG).
+    #[arg(long, value_name = "FILE.png")]
+    pub plot: Option<PathBuf>,
+    /// Classes to use, comma-separated (default NEUTROPHIL,EOSINOPHIL,LYMPHOCYTE,MONOCYTE; BASOPHIL can be added).
+    #[arg(long, value_name = "LIST")]
+    pub classes: Option<String>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum DataSub {
+    /// Find photos of the same field of view (same cell) taken twice, shifted or re-exposed.
+    Audit(AuditArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Write the groups as JSON (read by `leuko split --groups`).
+    #[arg(long, value_name = "groups.json")]
+    pub out: Option<PathBuf>,
+    /// Minimum overlap similarity (normalised cross-correlation) for two photos to count as one field.
+    #[arg(long, default_value_t = AuditConfig::default().min_similarity)]
+    pub min_similarity: f32,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn parse_classes(list: Option<&str>) -> anyhow::Result<ClassSet> {
+    Ok(match list {
+        Some(s) => ClassSet::parse_list(s).context("--classes")?,
+        None => ClassSet::default_four(),
+    })
+}
+
+pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::resolve(cmd.data.data.as_deref())?;
+    match cmd.sub {
+        Some(DataSub::Audit(a)) => run_audit(&dir, a),
+        None => run_counts(&dir, &cmd),
+    }
+}
+
+fn run_counts(dir: &DataDir, cmd: &DataCommand) -> anyhow::Result<ExitCode> {
+    let classes = parse_classes(cmd.classes.as_deref())?;
+    let ds = Dataset::load(dir, &classes)?;
+    let counts = ds.class_counts();
+    let excluded = ds.excluded_counts();
+    match cmd.format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "data_dir": dir.root(),
+                "classes": counts.iter().map(|(c, n)| (c.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+                "total": ds.samples.len(),
+                "excluded": excluded.iter().map(|(r, n)| (serde_json::to_value(r).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+                "excluded_rows": ds.excluded,
+                "images_without_row": ds.images_without_row,
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            println!("BCCD data set at {}", dir.root().display());
+            println!("{:<12} {:>7}", "class", "images");
+            for (c, n) in &counts {
+                println!("{:<12} {:>7}", c.as_str(), n);
+            }
+            println!("{:<12} {:>7}", "total", ds.samples.len());
+            println!();
+            println!("rows of labels.csv not used: {}", ds.excluded.len());
+            for reason in [
+                leuko::data::ExclusionReason::Unlabelled,
+                leuko::data::ExclusionReason::MultiLabel,
+                leuko::data::ExclusionReason::ClassNotSelected,
+                leuko::data::ExclusionReason::ImageMissing,
+                leuko::data::ExclusionReason::ImageUnreadable,
+                leuko::data::ExclusionReason::MalformedRow,
+            ] {
+                let n = excluded.get(&reason).copied().unwrap_or(0);
+                let rows: Vec<_> = ds.excluded.iter().filter(|e| e.reason == reason).collect();
+                let detail = match reason {
+                    leuko::data::ExclusionReason::ClassNotSelected
+                    | leuko::data::ExclusionReason::ImageMissing
+                    | leuko::data::ExclusionReason::ImageUnreadable => rows
+                        .iter()
+                        .map(|e| match e.image_id {
+                            Some(id)
+                                if reason == leuko::data::ExclusionReason::ClassNotSelected =>
+                            {
+                                format!("{id} {}", e.detail)
+                            }
+                            Some(id) => id.to_string(),
+                            None => String::new(),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => String::new(),
+                };
+                let detail = if detail.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({detail})")
+                };
+                println!("  {:<34} {:>4}{detail}", reason.describe(), n);
+            }
+            for e in ds.excluded.iter().filter(|e| {
+                e.reason == leuko::data::ExclusionReason::MalformedRow
+                    || e.reason == leuko::data::ExclusionReason::ImageUnreadable
+            }) {
+                eprintln!("warning: {}", e.detail);
+            }
+            if !ds.images_without_row.is_empty() {
+                println!(
+                    "photos in JPEGImages/ without a row in labels.csv: {} ({})",
+                    ds.images_without_row.len(),
+                    ds.images_without_row
+                        .iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+    }
+    if let Some(path) = &cmd.plot {
+        let labels: Vec<String> = counts.iter().map(|(c, _)| c.to_string()).collect();
+        let values: Vec<f64> = counts.iter().map(|(_, n)| *n as f64).collect();
+        let img =
+            leuko::plot::bar_chart("BCCD: usable photos per class", &labels, &values, "photos")?;
+        leuko::plot::save_png(path, &img)?;
+        eprintln!("wrote {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_audit(dir: &DataDir, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let cfg = AuditConfig {
+        min_similarity: a.min_similarity,
+        ..AuditConfig::default()
+    };
+    let start = std::time::Instant::now();
+    let report = audit(dir, &cfg, a.quiet)?;
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(out) = &a.out {
+        leuko::fsutil::write_atomic(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        eprintln!("wrote {}", out.display());
+    }
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => print_audit(&report, secs),
+    }
+    for (id, why) in &report.unreadable {
+        eprintln!("warning: image {id} skipped: {why}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_audit(report: &AuditReport, secs: f64) {
+    let photos: usize = report.groups.iter().map(|g| g.members.len()).sum();
+    println!(
+        "compared {} photos ({} pairs) in {:.1} s; same field when overlap similarity >= {:.2}",
+        report.images_compared, report.pairs_compared, secs, report.config.min_similarity
+    );
+    println!(
+        "{} groups of photos showing the same field ({} photos); {} with conflicting labels",
+        report.groups.len(),
+        photos,
+        report.conflicts()
+    );
+    if report.groups.is_empty() {
+        return;
+    }
+    println!();
+    println!(
+        "{:>5}  {:<28} {:<12} {:>10}  {:>11}  conflict",
+        "group", "pair", "", "similarity", "shift px"
+    );
+    for (gi, g) in report.groups.iter().enumerate() {
+        for (pi, p) in g.pairs.iter().enumerate() {
+            let la = g.labels.get(&p.a).map(String::as_str).unwrap_or("");
+            let lb = g.labels.get(&p.b).map(String::as_str).unwrap_or("");
+            let show = |l: &str| {
+                if l.is_empty() {
+                    "unlabelled".to_string()
+                } else {
+                    l.to_string()
+                }
+            };
+            println!(
+                "{:>5}  {:>4} {:<23} {:>4} {:<23} {:>6.3}  {:>+5},{:>+4}  {}",
+                if pi == 0 {
+                    (gi + 1).to_string()
+                } else {
+                    String::new()
+                },
+                p.a,
+                show(la),
+                p.b,
+                show(lb),
+                p.similarity,
+                p.dx,
+                p.dy,
+                if pi == 0 && g.conflict {
+                    "CONFLICT"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+}
+
+/// Loads groups from `--groups FILE` or runs the audit; used by commands that split.
+pub fn groups_for(
+    dir: &DataDir,
+    groups: Option<&std::path::Path>,
+    quiet: bool,
+) -> anyhow::Result<AuditReport> {
+    Ok(match groups {
+        Some(p) => AuditReport::read(p)?,
+        None => audit(dir, &AuditConfig::default(), quiet)?,
+    })
+}

@@ -1,0 +1,113 @@
+//! Decoding photos safely: format sniffed from the bytes, dimensions and memory
+//! limited before decoding (a header that claims 30000x30000 is refused, not
+//! allocated), every colour layout converted to 8-bit RGB.
+
+use crate::error::{LeukoError, Result};
+use image::{ImageReader, Limits, RgbImage};
+use std::io::Cursor;
+use std::path::Path;
+
+/// Largest width or height accepted; microscope photos are far below this.
+pub const MAX_SIDE_PX: u32 = 10_000;
+/// Largest decoder allocation accepted.
+pub const MAX_ALLOC_BYTES: u64 = 512 * 1024 * 1024;
+
+/// Extensions treated as photos when walking folders.
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff"];
+
+/// True when the path has one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
+}
+
+/// Reads and decodes an image file into 8-bit RGB.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| LeukoError::io(path, e))?;
+    decode_rgb(&bytes).map_err(|message| LeukoError::Image {
+        path: path.to_path_buf(),
+        message,
+    })
+}
+
+/// Decodes bytes into 8-bit RGB; the error says what is wrong in words.
+pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty".to_string());
+    }
+    let mut reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| e.to_string())?;
+    if reader.format().is_none() {
+        return Err("not an image in a known format (JPEG, PNG, BMP, TIFF)".to_string());
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_SIDE_PX);
+    limits.max_image_height = Some(MAX_SIDE_PX);
+    limits.max_alloc = Some(MAX_ALLOC_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        image::ImageError::Limits(_) => format!(
+            "image too large (limit {MAX_SIDE_PX}x{MAX_SIDE_PX} pixels, {} MiB): {e}",
+            MAX_ALLOC_BYTES >> 20
+        ),
+        other => other.to_string(),
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err("the image has no pixels".to_string());
+    }
+    Ok(img.into_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_empty_text_and_oversized_inputs() {
+        assert!(decode_rgb(b"").unwrap_err().contains("empty"));
+        assert!(decode_rgb(b"hello, not an image")
+            .unwrap_err()
+            .contains("not an image"));
+        // A PNG header (IHDR) claiming 30000x30000 with no pixel data.
+        let mut png = Vec::new();
+        png.extend_from_slice(b"\x89PNG\r\n\x1a\n");
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(b"IHDR");
+        ihdr.extend_from_slice(&30000u32.to_be_bytes());
+        ihdr.extend_from_slice(&30000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png.extend_from_slice(&13u32.to_be_bytes());
+        png.extend_from_slice(&ihdr);
+        let crc = crc32(&ihdr);
+        png.extend_from_slice(&crc.to_be_bytes());
+        let err = decode_rgb(&png).unwrap_err();
+        assert!(err.contains("too large"), "{err}");
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    #[test]
+    fn converts_gray_and_rgba_to_rgb() {
+        let gray = image::GrayImage::from_pixel(3, 2, image::Luma([7]));
+        let mut buf = Vec::new();
+        gray.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Png)
+            .unwrap();
+        let rgb = decode_rgb(&buf).unwrap();
+        assert_eq!(rgb.get_pixel(2, 1).0, [7, 7, 7]);
+    }
+}

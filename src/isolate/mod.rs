@@ -1,0 +1,1 @@
+//! Leukocyte isolation (issue 3): classical colour masks and morphology.

@@ -1,0 +1,17 @@
+//! leuko: classify and count leukocytes in stained blood-smear photographs.
+//!
+//! Data flows one way: files ([`data`]) → near-duplicate audit ([`audit`]) and
+//! leakage-free splits ([`split`]) → leukocyte isolation ([`isolate`]) → model →
+//! metrics and reports. The `leuko` binary is a thin layer over this library.
+
+pub mod audit;
+pub mod data;
+pub mod error;
+pub mod fsutil;
+pub mod imageio;
+pub mod isolate;
+pub mod plot;
+pub mod progress;
+pub mod split;
+
+pub use error::{LeukoError, Result};
