@@ -5,13 +5,21 @@
 //! metrics and reports. The `leuko` binary is a thin layer over this library.
 
 pub mod audit;
+pub mod augment;
+pub mod bench;
+pub mod case_study;
 pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod imageio;
 pub mod isolate;
+pub mod metrics;
+pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod runtime;
 pub mod split;
+pub mod tensors;
+pub mod train;
 
 pub use error::{LeukoError, Result};

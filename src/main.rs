@@ -21,14 +21,27 @@ enum Command {
     Split(cmd::split::SplitArgs),
     /// Find every leukocyte in photos and crop it to 128x128.
     Isolate(cmd::isolate::IsolateArgs),
+    /// Train a classifier from an experiment config.
+    Train(cmd::train::TrainArgs),
+    /// Evaluate a trained model on a split's test part: kappa, accuracy, per-class scores.
+    Evaluate(cmd::train::EvaluateArgs),
+    /// Reproduce the four-step study: baseline → balanced → isolated → final, with the comparison table.
+    CaseStudy(cmd::train::CaseStudyArgs),
+    /// Throughput benchmarks (figures, not tests).
+    Bench(cmd::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
+    leuko::runtime::tune_allocator();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Data(c) => cmd::data::run(c),
         Command::Split(a) => cmd::split::run(a),
         Command::Isolate(a) => cmd::isolate::run(a),
+        Command::Train(a) => cmd::train::run_train(a),
+        Command::Evaluate(a) => cmd::train::run_evaluate(a),
+        Command::CaseStudy(a) => cmd::train::run_case_study(a),
+        Command::Bench(a) => cmd::bench::run(a),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,11 @@
 //! One module per subcommand: argument struct (its doc comments are the `--help`
 //! text) and a `run` function that calls into the library.
 
+pub mod bench;
 pub mod data;
 pub mod isolate;
 pub mod split;
+pub mod train;
 
 use std::path::PathBuf;
 

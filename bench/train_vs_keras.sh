@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Training throughput of the final network [16,32,48,64] (batch 32, 128x128, Adam),
+# leuko vs the Keras reference (bench_train.py), same 2 threads, same invocation.
+# Prints both, their ratio, and leuko's GFLOP/s against the machine's fp32 peak.
+#   bash bench/train_vs_keras.sh [repetitions=3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+reps=${1:-3}
+source bench/anchor_env.sh
+anchor_setup tf
+cargo build --release --quiet
+leuko=target/release/leuko
+
+ours=(); theirs=()
+for r in $(seq "$reps"); do
+  o=$($leuko bench train --net final --threads 2 --warmup 3 --steps 15 --format json)
+  echo "leuko  rep $r: $o"
+  ours+=("$(echo "$o" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
+  k=$(cd "$ANCHOR_DIR" && "$PY" bench_train.py --net final --threads 2 --warmup 5 --steps 20 2>/dev/null | tail -1)
+  echo "keras  rep $r: $k"
+  theirs+=("$(echo "$k" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
+done
+last=$o
+"$PY" - "$last" "${ours[*]}" "${theirs[*]}" <<'PY'
+import json, statistics, sys
+last = json.loads(sys.argv[1])
+ours = [float(x) for x in sys.argv[2].split()]
+theirs = [float(x) for x in sys.argv[3].split()]
+mo, mt = statistics.median(ours), statistics.median(theirs)
+flops_per_img = last["gflops"] / last["images_per_s"]
+print(f"final net, batch 32, 128x128, 2 threads, median of {len(ours)} repetitions")
+print(f"  leuko : {mo:7.1f} images/s  ({ours})")
+print(f"  keras : {mt:7.1f} images/s  ({theirs})")
+print(f"  ratio : {mo / mt:5.2f}x  (bar: >= 2x)")
+print(f"  leuko : {mo * flops_per_img:6.1f} GFLOP/s = {100 * mo * flops_per_img / last['peak_gflops']:.0f}% of {last['peak_gflops']:.0f} GFLOP/s fp32 peak (2 cores x 32 FLOP/cycle x 2.25 GHz)")
+PY
+rm -rf "$ANCHOR_DIR"

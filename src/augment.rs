@@ -1,0 +1,266 @@
+//! On-the-fly training augmentation: random flips, rotation, shear, brightness and
+//! contrast, as the Keras twin does (RandomFlip, RandomRotation, RandomShear with
+//! reflect fill, RandomBrightness, RandomContrast, then clip to [0, 1]).
+//! Every draw comes from the generator passed in, so a run is reproducible from its seed.
+
+use image::RgbImage;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+/// Strengths of each random transformation; zero switches one off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentConfig {
+    #[serde(default = "yes")]
+    pub flip_horizontal: bool,
+    #[serde(default = "yes")]
+    pub flip_vertical: bool,
+    /// Maximum rotation either way, in degrees (Keras RandomRotation(0.25) = 90°).
+    #[serde(default)]
+    pub rotation_deg: f32,
+    /// Maximum shear factor along each axis.
+    #[serde(default)]
+    pub shear: f32,
+    /// Maximum brightness shift, in units of the [0, 1] intensity range.
+    #[serde(default)]
+    pub brightness: f32,
+    /// Maximum relative contrast change (factor drawn from [1 - c, 1 + c]).
+    #[serde(default)]
+    pub contrast: f32,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl AugmentConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            ("rotation_deg", self.rotation_deg, 0.0, 180.0),
+            ("shear", self.shear, 0.0, 1.0),
+            ("brightness", self.brightness, 0.0, 1.0),
+            ("contrast", self.contrast, 0.0, 1.0),
+        ];
+        for (name, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(format!("augment.{name} must be in [{lo}, {hi}], got {v}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reflects an index into [0, n): … 2 1 0 | 0 1 2 … n-1 | n-1 n-2 …
+fn reflect(i: i64, n: i64) -> usize {
+    let period = 2 * n;
+    let m = i.rem_euclid(period);
+    (if m >= n { period - 1 - m } else { m }) as usize
+}
+
+/// Writes one augmented copy of `img` as planar RGB floats in [0, 1] into `out`
+/// (`3 * width * height` values, channel-major, as the network reads them).
+pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, out: &mut [f32]) {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    debug_assert_eq!(out.len(), 3 * w * h);
+    let fx = if cfg.flip_horizontal && rng.random_bool(0.5) {
+        -1.0
+    } else {
+        1.0
+    };
+    let fy = if cfg.flip_vertical && rng.random_bool(0.5) {
+        -1.0
+    } else {
+        1.0
+    };
+    let theta = if cfg.rotation_deg > 0.0 {
+        rng.random_range(-cfg.rotation_deg..=cfg.rotation_deg)
+            .to_radians()
+    } else {
+        0.0
+    };
+    let (sx, sy) = if cfg.shear > 0.0 {
+        (
+            rng.random_range(-cfg.shear..=cfg.shear),
+            rng.random_range(-cfg.shear..=cfg.shear),
+        )
+    } else {
+        (0.0, 0.0)
+    };
+    let delta = if cfg.brightness > 0.0 {
+        rng.random_range(-cfg.brightness..=cfg.brightness)
+    } else {
+        0.0
+    };
+    let factor = if cfg.contrast > 0.0 {
+        rng.random_range(1.0 - cfg.contrast..=1.0 + cfg.contrast)
+    } else {
+        1.0
+    };
+
+    // Forward map M = rotation · shear · flip about the centre; sample through M⁻¹.
+    let (c, s) = (theta.cos(), theta.sin());
+    let m = [
+        [c * fx + (-s) * sy * fx, (c * sx - s) * fy],
+        [(s + c * sy) * fx, (s * sx + c) * fy],
+    ];
+    let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
+    let inv = if det.abs() > 1e-6 {
+        [
+            [m[1][1] / det, -m[0][1] / det],
+            [-m[1][0] / det, m[0][0] / det],
+        ]
+    } else {
+        [[1.0, 0.0], [0.0, 1.0]]
+    };
+    let (cx, cy) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let raw = img.as_raw();
+    let plane = w * h;
+    for y in 0..h {
+        let dy = y as f32 - cy;
+        for x in 0..w {
+            let dx = x as f32 - cx;
+            let srcx = inv[0][0] * dx + inv[0][1] * dy + cx;
+            let srcy = inv[1][0] * dx + inv[1][1] * dy + cy;
+            let x0 = srcx.floor();
+            let y0 = srcy.floor();
+            let (ax, ay) = (srcx - x0, srcy - y0);
+            let (x0, y0) = (x0 as i64, y0 as i64);
+            let xs = [reflect(x0, w as i64), reflect(x0 + 1, w as i64)];
+            let ys = [reflect(y0, h as i64), reflect(y0 + 1, h as i64)];
+            for ch in 0..3 {
+                let p = |xx: usize, yy: usize| raw[(yy * w + xx) * 3 + ch] as f32;
+                let top = p(xs[0], ys[0]) * (1.0 - ax) + p(xs[1], ys[0]) * ax;
+                let bottom = p(xs[0], ys[1]) * (1.0 - ax) + p(xs[1], ys[1]) * ax;
+                out[ch * plane + y * w + x] = (top * (1.0 - ay) + bottom * ay) / 255.0;
+            }
+        }
+    }
+    for ch in 0..3 {
+        let px = &mut out[ch * plane..(ch + 1) * plane];
+        let mean = px.iter().sum::<f32>() / plane as f32;
+        for v in px.iter_mut() {
+            *v = ((*v + delta - mean) * factor + mean).clamp(0.0, 1.0);
+        }
+    }
+}
+
+/// Planar RGB floats in [0, 1] without augmentation.
+pub fn plain_into(img: &RgbImage, out: &mut [f32]) {
+    let plane = (img.width() * img.height()) as usize;
+    for (i, p) in img.pixels().enumerate() {
+        for ch in 0..3 {
+            out[ch * plane + i] = p.0[ch] as f32 / 255.0;
+        }
+    }
+}
+
+/// Planar floats back to an image (for pictures of augmented examples).
+pub fn planar_to_image(data: &[f32], width: u32, height: u32) -> RgbImage {
+    let plane = (width * height) as usize;
+    RgbImage::from_fn(width, height, |x, y| {
+        let i = (y * width + x) as usize;
+        image::Rgb(
+            [0, 1, 2].map(|ch| (data[ch * plane + i] * 255.0).round().clamp(0.0, 255.0) as u8),
+        )
+    })
+}
+
+/// A grid of `cols` augmented copies per row, one row per input image.
+pub fn augmented_grid<R: Rng>(
+    images: &[&RgbImage],
+    cfg: &AugmentConfig,
+    cols: usize,
+    rng: &mut R,
+) -> RgbImage {
+    let (w, h) = images
+        .first()
+        .map(|i| (i.width(), i.height()))
+        .unwrap_or((1, 1));
+    let gap = 4;
+    let cols_total = cols as u32 + 1;
+    let mut grid = RgbImage::from_pixel(
+        cols_total * (w + gap) + gap,
+        images.len() as u32 * (h + gap) + gap,
+        image::Rgb([255, 255, 255]),
+    );
+    let mut buf = vec![0f32; (3 * w * h) as usize];
+    for (r, img) in images.iter().enumerate() {
+        for c in 0..cols_total {
+            let tile = if c == 0 {
+                (*img).clone()
+            } else {
+                augment_into(img, cfg, rng, &mut buf);
+                planar_to_image(&buf, w, h)
+            };
+            image::imageops::replace(
+                &mut grid,
+                &tile,
+                (gap + c * (w + gap)) as i64,
+                (gap + r as u32 * (h + gap)) as i64,
+            );
+        }
+    }
+    grid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    fn gradient() -> RgbImage {
+        RgbImage::from_fn(8, 6, |x, y| {
+            image::Rgb([(x * 30) as u8, (y * 40) as u8, 100])
+        })
+    }
+
+    #[test]
+    fn identity_settings_reproduce_the_image() {
+        let img = gradient();
+        let cfg = AugmentConfig {
+            flip_horizontal: false,
+            flip_vertical: false,
+            rotation_deg: 0.0,
+            shear: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        let mut a = vec![0f32; 3 * 48];
+        let mut b = vec![0f32; 3 * 48];
+        augment_into(&img, &cfg, &mut rng, &mut a);
+        plain_into(&img, &mut b);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((x - y).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn outputs_stay_in_range_and_are_seeded() {
+        let img = gradient();
+        let cfg = AugmentConfig {
+            flip_horizontal: true,
+            flip_vertical: true,
+            rotation_deg: 90.0,
+            shear: 0.15,
+            brightness: 0.15,
+            contrast: 0.2,
+        };
+        let run = |seed| {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+            let mut out = vec![0f32; 3 * 48];
+            augment_into(&img, &cfg, &mut rng, &mut out);
+            out
+        };
+        let a = run(3);
+        assert!(a.iter().all(|v| (0.0..=1.0).contains(v)));
+        assert_eq!(a, run(3));
+        assert_ne!(a, run(4));
+    }
+
+    #[test]
+    fn reflect_mirrors_at_the_edges() {
+        let idx: Vec<usize> = (-3..8).map(|i| reflect(i, 4)).collect();
+        assert_eq!(idx, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0]);
+    }
+}

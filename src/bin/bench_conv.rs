@@ -1,0 +1,255 @@
+//! Benchmarks `leuko::model::fastconv::conv2d` against burn's stock `conv2d` on every
+//! convolution shape of the classifier, forward alone and forward + backward.
+//!
+//! ```text
+//! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both]
+//! ```
+//!
+//! Each measurement is the median of `--runs` timed runs after one warm-up run. "fwd+bwd" runs
+//! on `Device::flex().autodiff()`: forward, `sum(y * r)` with a fixed `r`, and `backward()`,
+//! computing the gradients the network needs (input gradient except for the first layer, whose
+//! input is the image; weight and bias always). GFLOP/s count 2 FLOP per multiply-add of the
+//! convolution products only. Without `RAYON_NUM_THREADS` the pool gets 2 threads.
+
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::tensor::module::conv2d as stock_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Distribution, Tensor};
+use leuko::model::fastconv;
+
+/// One convolution of the network: name, input channels, output channels, height, width,
+/// kernel size, and whether its input needs a gradient.
+struct Layer {
+    name: String,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    grad_input: bool,
+}
+
+impl Layer {
+    /// Forward FLOPs for a batch of `n`.
+    fn flops(&self, n: usize) -> f64 {
+        2.0 * (n * self.c_out * self.c_in * self.k * self.k * self.h * self.w) as f64
+    }
+
+    /// FLOPs of forward plus the requested gradients.
+    fn train_flops(&self, n: usize) -> f64 {
+        self.flops(n) * if self.grad_input { 3.0 } else { 2.0 }
+    }
+}
+
+/// The convolutions of a ResNet-like net with `blocks` channels on `h x w` RGB input: per block
+/// conv3x3(c_in→c), conv3x3(c→c), a 1x1 shortcut when c_in ≠ c, then 2x2 max pooling.
+fn layers(blocks: &[usize], h: usize, w: usize, tag: &str) -> Vec<Layer> {
+    let (mut h, mut w, mut c_in) = (h, w, 3);
+    let mut out = Vec::new();
+    for (i, &c) in blocks.iter().enumerate() {
+        let first = i == 0;
+        let mut push = |name: &str, c_in, c_out, k, grad_input| {
+            out.push(Layer {
+                name: format!("{tag} b{i} {name}"),
+                c_in,
+                c_out,
+                h,
+                w,
+                k,
+                grad_input,
+            })
+        };
+        push("conv1", c_in, c, 3, !first);
+        push("conv2", c, c, 3, true);
+        if c_in != c {
+            push("1x1", c_in, c, 1, !first);
+        }
+        h /= 2;
+        w /= 2;
+        c_in = c;
+    }
+    out
+}
+
+/// Median of `runs` timings (milliseconds) of `f`, after one untimed warm-up call.
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+/// Which convolution implementation a measurement uses.
+#[derive(Clone, Copy)]
+enum Impl {
+    Stock,
+    Fast,
+}
+
+fn conv(which: Impl, x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, p: usize) -> Tensor<4> {
+    match which {
+        Impl::Stock => stock_conv2d(x, w, Some(b), ConvOptions::new([1, 1], [p, p], [1, 1], 1)),
+        Impl::Fast => fastconv::conv2d(x, w, Some(b), p),
+    }
+}
+
+/// Times (forward, forward + backward) of `layer` at batch `n`, in milliseconds.
+fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl) -> (f64, f64) {
+    let p = layer.k / 2;
+    let dims_x = [n, layer.c_in, layer.h, layer.w];
+    let dims_w = [layer.c_out, layer.c_in, layer.k, layer.k];
+    let uniform = Distribution::Uniform(-1.0, 1.0);
+
+    let dev = Device::flex();
+    let x = Tensor::<4>::random(dims_x, uniform, &dev);
+    let w = Tensor::<4>::random(dims_w, uniform, &dev);
+    let b = Tensor::<1>::random([layer.c_out], uniform, &dev);
+    let fwd = median_ms(runs, || {
+        std::hint::black_box(conv(which, x.clone(), w.clone(), b.clone(), p));
+    });
+
+    let ad = Device::flex().autodiff();
+    let x = Tensor::<4>::random(dims_x, uniform, &ad);
+    let x = if layer.grad_input {
+        x.require_grad()
+    } else {
+        x
+    };
+    let w = Tensor::<4>::random(dims_w, uniform, &ad).require_grad();
+    let b = Tensor::<1>::random([layer.c_out], uniform, &ad).require_grad();
+    let r = Tensor::<4>::random([n, layer.c_out, layer.h, layer.w], uniform, &ad);
+    let train = median_ms(runs, || {
+        let y = conv(which, x.clone(), w.clone(), b.clone(), p);
+        std::hint::black_box((y * r.clone()).sum().backward());
+    });
+    (fwd, train)
+}
+
+struct Args {
+    runs: usize,
+    batch: usize,
+    net: String,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        runs: 5,
+        batch: 32,
+        net: "final".into(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--runs" => args.runs = value()?.parse().context("--runs")?,
+            "--batch" => args.batch = value()?.parse().context("--batch")?,
+            "--net" => args.net = value()?,
+            other => bail!("unknown argument {other} (expected --runs N, --batch N, --net final|baseline|both)"),
+        }
+    }
+    if args.runs == 0 || args.batch == 0 {
+        bail!("--runs and --batch must be positive");
+    }
+    Ok(args)
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build_global()
+            .context("configuring the rayon pool")?;
+    }
+    let mut set = Vec::new();
+    if matches!(args.net.as_str(), "final" | "both") {
+        set.extend(layers(&[16, 32, 48, 64], 128, 128, "final"));
+    }
+    if matches!(args.net.as_str(), "baseline" | "both") {
+        set.extend(layers(&[16, 32], 192, 256, "base"));
+    }
+    if set.is_empty() {
+        bail!("--net must be final, baseline or both");
+    }
+
+    let n = args.batch;
+    println!(
+        "batch {n}, median of {} runs, {} rayon threads, fast path on flex: {}",
+        args.runs,
+        rayon::current_num_threads(),
+        fastconv::is_fast_path(&Device::flex()),
+    );
+    println!(
+        "{:<22} {:>9} | {:>9} {:>9} {:>6} {:>6} {:>5} | {:>9} {:>9} {:>6} {:>6} {:>5}",
+        "layer",
+        "MFLOP/img",
+        "fwd stock",
+        "fwd fast",
+        "GF/s",
+        "GF/s",
+        "x",
+        "trn stock",
+        "trn fast",
+        "GF/s",
+        "GF/s",
+        "x"
+    );
+    let mut tot = [0.0f64; 4];
+    let (mut flops_fwd, mut flops_train) = (0.0, 0.0);
+    for layer in &set {
+        let (sf, st) = time_layer(layer, n, args.runs, Impl::Stock);
+        let (ff, ft) = time_layer(layer, n, args.runs, Impl::Fast);
+        let (f1, f3) = (layer.flops(n), layer.train_flops(n));
+        let gf = |flops: f64, ms: f64| flops / ms / 1e6;
+        println!(
+            "{:<22} {:>9.1} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2}",
+            format!("{} {}x{} {}→{}", layer.name, layer.k, layer.k, layer.c_in, layer.c_out),
+            layer.flops(1) / 1e6,
+            sf,
+            ff,
+            gf(f1, sf),
+            gf(f1, ff),
+            sf / ff,
+            st,
+            ft,
+            gf(f3, st),
+            gf(f3, ft),
+            st / ft,
+        );
+        for (t, v) in tot.iter_mut().zip([sf, ff, st, ft]) {
+            *t += v;
+        }
+        flops_fwd += f1;
+        flops_train += f3;
+    }
+    let [sf, ff, st, ft] = tot;
+    println!(
+        "{:<22} {:>9.1} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2}",
+        "TOTAL",
+        flops_fwd / n as f64 / 1e6,
+        sf,
+        ff,
+        flops_fwd / sf / 1e6,
+        flops_fwd / ff / 1e6,
+        sf / ff,
+        st,
+        ft,
+        flops_train / st / 1e6,
+        flops_train / ft / 1e6,
+        st / ft,
+    );
+    println!(
+        "convolutions alone, fwd+bwd: stock {:.1} img/s, fast {:.1} img/s",
+        n as f64 / st * 1e3,
+        n as f64 / ft * 1e3
+    );
+    Ok(())
+}

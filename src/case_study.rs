@@ -1,0 +1,226 @@
+//! The four-step case study this design comes from: baseline on whole photos →
+//! balanced → isolated cells → augmented final model, on the same grouped split
+//! (or on each of K grouped folds), with the comparison table and a chart.
+
+use crate::data::Dataset;
+use crate::error::{LeukoError, Result};
+use crate::split::Split;
+use crate::train::config::ExperimentConfig;
+use crate::train::{train, RunDir, TrainOptions};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// The stage configs, compiled in so the study runs from any directory.
+pub const STAGES: [(&str, &str); 4] = [
+    (
+        "a baseline: whole photo, imbalanced",
+        include_str!("../experiments/baseline.toml"),
+    ),
+    (
+        "b balanced: + oversampling",
+        include_str!("../experiments/balanced.toml"),
+    ),
+    (
+        "c isolated: + 128x128 leukocyte crop",
+        include_str!("../experiments/isolated.toml"),
+    ),
+    (
+        "d final: + augmentation, bigger net, longer",
+        include_str!("../experiments/final.toml"),
+    ),
+];
+
+/// One stage trained on one split.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    pub stage: String,
+    pub experiment: String,
+    pub parameters: usize,
+    pub epochs_run: usize,
+    pub best_epoch: usize,
+    pub train_seconds: f64,
+    pub kappa: f64,
+    pub accuracy: f64,
+    pub macro_f1: f64,
+}
+
+/// The parsed stage configs.
+pub fn stage_configs() -> Result<Vec<(String, ExperimentConfig)>> {
+    STAGES
+        .iter()
+        .map(|(label, text)| {
+            ExperimentConfig::parse(text)
+                .map(|c| (label.to_string(), c))
+                .map_err(|e| LeukoError::Config(format!("built-in stage {label}: {e}")))
+        })
+        .collect()
+}
+
+/// Trains every stage on every split; `results[split][stage]`.
+pub fn run(
+    dataset: &Dataset,
+    splits: &[Split],
+    out: &Path,
+    quiet: bool,
+) -> Result<Vec<Vec<StageResult>>> {
+    let stages = stage_configs()?;
+    let mut all = Vec::new();
+    for (k, split) in splits.iter().enumerate() {
+        let mut row = Vec::new();
+        for (label, cfg) in &stages {
+            let sub = if splits.len() > 1 {
+                out.join(format!("fold{}", k + 1)).join(&cfg.name)
+            } else {
+                out.join(&cfg.name)
+            };
+            if !quiet {
+                eprintln!(
+                    "== {label} (split {} of {}) -> {}",
+                    k + 1,
+                    splits.len(),
+                    sub.display()
+                );
+            }
+            let opts = TrainOptions {
+                run_dir: RunDir::new(sub),
+                resume: false,
+                quiet,
+                eval_batch: 64,
+            };
+            let o = train(cfg, dataset, split, &opts)?;
+            row.push(StageResult {
+                stage: label.clone(),
+                experiment: cfg.name.clone(),
+                parameters: o.param_count,
+                epochs_run: o.history.len(),
+                best_epoch: o.best_epoch,
+                train_seconds: o.train_seconds,
+                kappa: o.test.kappa,
+                accuracy: o.test.accuracy,
+                macro_f1: o.test.macro_f1,
+            });
+        }
+        all.push(row);
+    }
+    Ok(all)
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let sd = if v.len() > 1 {
+        (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)).sqrt()
+    } else {
+        0.0
+    };
+    (m, sd)
+}
+
+/// The comparison table in Markdown (mean ± sd over splits when there are several).
+pub fn markdown(results: &[Vec<StageResult>], title: &str) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# {title}\n");
+    let _ = writeln!(
+        s,
+        "| stage | parameters | epochs run (best) | training time | test kappa | test accuracy | macro F1 | kappa change vs baseline |"
+    );
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+    let n_stages = results.first().map(Vec::len).unwrap_or(0);
+    let fmt = |v: &[f64], digits: usize| {
+        let (m, sd) = mean_sd(v);
+        if v.len() > 1 {
+            format!("{m:.digits$} ± {sd:.digits$}")
+        } else {
+            format!("{m:.digits$}")
+        }
+    };
+    let base: Vec<f64> = results.iter().map(|r| r[0].kappa).collect();
+    for i in 0..n_stages {
+        let col =
+            |f: fn(&StageResult) -> f64| results.iter().map(|r| f(&r[i])).collect::<Vec<f64>>();
+        let first = &results[0][i];
+        let epochs = if results.len() > 1 {
+            fmt(&col(|r| r.epochs_run as f64), 1)
+        } else {
+            format!("{} ({})", first.epochs_run, first.best_epoch)
+        };
+        let kappa = col(|r| r.kappa);
+        let change: Vec<f64> = kappa.iter().zip(&base).map(|(k, b)| k - b).collect();
+        let change = if i == 0 {
+            "—".to_string()
+        } else {
+            format!("{:+.3}", mean_sd(&change).0)
+        };
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} s | {} | {} | {} | {} |",
+            first.stage,
+            first.parameters,
+            epochs,
+            fmt(&col(|r| r.train_seconds), 0),
+            fmt(&kappa, 3),
+            fmt(&col(|r| r.accuracy), 3),
+            fmt(&col(|r| r.macro_f1), 3),
+            change
+        );
+    }
+    s
+}
+
+/// Writes `case-study.md`, `case-study.json` and `case-study.png` (test kappa per stage).
+pub fn write_report(out: &Path, results: &[Vec<StageResult>], title: &str) -> Result<()> {
+    crate::fsutil::write_atomic(
+        &out.join("case-study.md"),
+        markdown(results, title).as_bytes(),
+    )?;
+    let json =
+        serde_json::to_vec_pretty(results).map_err(|e| LeukoError::Invalid(e.to_string()))?;
+    crate::fsutil::write_atomic(&out.join("case-study.json"), &json)?;
+    let labels: Vec<String> = results[0].iter().map(|r| r.experiment.clone()).collect();
+    let values: Vec<f64> = (0..labels.len())
+        .map(|i| {
+            let v: Vec<f64> = results.iter().map(|r| r[i].kappa).collect();
+            (mean_sd(&v).0 * 1000.0).round() / 1000.0
+        })
+        .collect();
+    let img = crate::plot::bar_chart(
+        "Case study: test Cohen's kappa per stage",
+        &labels,
+        &values,
+        "kappa",
+    )?;
+    crate::plot::save_png(&out.join("case-study.png"), &img)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn built_in_stages_parse() {
+        let s = stage_configs().unwrap();
+        assert_eq!(s.len(), 4);
+        assert_eq!(s[3].1.net.blocks, vec![16, 32, 48, 64]);
+        assert!(s[3].1.augment.is_some() && s[2].1.augment.is_none());
+        assert!(!s[0].1.train.oversample && s[1].1.train.oversample);
+    }
+
+    #[test]
+    fn table_shows_mean_and_sd_over_folds() {
+        let r = |k: f64| StageResult {
+            stage: "x".into(),
+            experiment: "x".into(),
+            parameters: 1,
+            epochs_run: 2,
+            best_epoch: 1,
+            train_seconds: 3.0,
+            kappa: k,
+            accuracy: 0.5,
+            macro_f1: 0.5,
+        };
+        let md = markdown(&[vec![r(0.1), r(0.5)], vec![r(0.3), r(0.7)]], "t");
+        assert!(md.contains("0.200 ± 0.141"), "{md}");
+        assert!(md.contains("+0.400"), "{md}");
+    }
+}

@@ -1,0 +1,227 @@
+//! `leuko train` and `leuko evaluate`.
+
+use super::data::groups_for;
+use super::{DataArgs, Format};
+use anyhow::Context;
+use leuko::data::{ClassSet, DataDir, Dataset};
+use leuko::split::{make_folds, make_split, Split};
+use leuko::train::config::ExperimentConfig;
+use leuko::train::{train, RunDir, TrainOptions};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Train a classifier from an experiment config (experiments/*.toml).
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Experiment config (TOML), e.g. experiments/final.toml.
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Split to train and test on (default: the grouped, stratified split of the seed).
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// Seed of every random choice (overrides the config's).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Train on fold K (1-based) of 5 grouped folds instead of the plain split.
+    #[arg(long, value_name = "K")]
+    pub fold: Option<usize>,
+    /// Run directory (default runs/<config>-<seed>).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Continue an interrupted run in the run directory.
+    #[arg(long)]
+    pub resume: bool,
+    /// No progress bars or epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Number of folds `--fold` refers to.
+pub const FOLDS: usize = 5;
+
+/// The split a run uses: a file, a fold, or the default grouped split.
+pub fn choose_split(
+    dir: &DataDir,
+    ds: &Dataset,
+    split: Option<&Path>,
+    fold: Option<usize>,
+    seed: u64,
+    quiet: bool,
+) -> anyhow::Result<Split> {
+    if let Some(p) = split {
+        return Ok(Split::read(p, ds)?);
+    }
+    let report = groups_for(dir, None, quiet)?;
+    let group_of = report.group_of();
+    Ok(match fold {
+        Some(k) => {
+            if k == 0 || k > FOLDS {
+                anyhow::bail!("--fold must be between 1 and {FOLDS}, got {k}");
+            }
+            make_folds(ds, &group_of, seed, FOLDS)?.swap_remove(k - 1)
+        }
+        None => make_split(ds, &group_of, seed),
+    })
+}
+
+pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = ExperimentConfig::read(&a.config)?;
+    if let Some(s) = a.seed {
+        cfg.seed = s;
+    }
+    let dir = DataDir::resolve(a.data.data.as_deref())?;
+    let ds = Dataset::load(&dir, &ClassSet::default_four())?;
+    let split = choose_split(&dir, &ds, a.split.as_deref(), a.fold, cfg.seed, a.quiet)?;
+    let ds = if split.classes != ds.classes {
+        Dataset::load(&dir, &split.classes)?
+    } else {
+        ds
+    };
+    let out = a.out.unwrap_or_else(|| {
+        let fold = a.fold.map(|k| format!("-fold{k}")).unwrap_or_default();
+        PathBuf::from(format!("runs/{}-{}{fold}", cfg.name, cfg.seed))
+    });
+    let net = cfg.net_config(split.classes.len());
+    if !a.quiet {
+        eprintln!(
+            "{}: blocks {:?}, {} parameters (Keras count), input {:?}; {} train / {} val / {} test photos; run dir {}",
+            cfg.name,
+            net.blocks,
+            net.keras_param_count(),
+            cfg.input,
+            split.train.len(),
+            split.val.len(),
+            split.test.len(),
+            out.display()
+        );
+    }
+    let opts = TrainOptions {
+        run_dir: RunDir::new(&out),
+        resume: a.resume,
+        quiet: a.quiet,
+        eval_batch: 64,
+    };
+    let outcome = train(&cfg, &ds, &split, &opts)
+        .with_context(|| format!("training {}", a.config.display()))?;
+    println!(
+        "{}: best epoch {} of {}, {:.0} s of training; test kappa {:.3}, accuracy {:.3}, macro F1 {:.3}\nmodel: {}",
+        cfg.name,
+        outcome.best_epoch,
+        outcome.history.len(),
+        outcome.train_seconds,
+        outcome.test.kappa,
+        outcome.test.accuracy,
+        outcome.test.macro_f1,
+        opts.run_dir.model().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Evaluate a trained model on the test part of a split.
+#[derive(Debug, clap::Args)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Model file written by `leuko train` (model.leuko).
+    #[arg(long, value_name = "FILE")]
+    pub model: PathBuf,
+    /// Split whose test part is used (default: split.json beside the model, else the seed-42 grouped split).
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
+    let (model, meta) = leuko::model::file::load_model(&a.model, &burn::tensor::Device::flex())?;
+    let dir = DataDir::resolve(a.data.data.as_deref())?;
+    let classes = ClassSet::new(meta.classes.clone())?;
+    let ds = Dataset::load(&dir, &classes)?;
+    let beside = a
+        .model
+        .parent()
+        .map(|p| p.join("split.json"))
+        .filter(|p| p.exists());
+    let split_path = a.split.clone().or(beside);
+    let split = choose_split(&dir, &ds, split_path.as_deref(), None, 42, true)?;
+    if split.classes.labels() != meta.classes.as_slice() {
+        anyhow::bail!(
+            "the split's classes {:?} differ from the model's {:?}",
+            split.classes.labels(),
+            meta.classes
+        );
+    }
+    let set = leuko::tensors::prepare(&dir, &split.test, &classes, &meta.input)?;
+    let (_, preds, _) = leuko::train::evaluate_set(&model, &set, 64)?;
+    let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
+        Format::Table => {
+            println!(
+                "model {} ({}, epoch {}) on the test part of {} ({} photos)\n",
+                a.model.display(),
+                meta.experiment,
+                meta.epoch,
+                split_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "the seed-42 grouped split".into()),
+                set.len()
+            );
+            print!("{}", m.to_table());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run the four-stage case study (baseline → balanced → isolated → final).
+#[derive(Debug, clap::Args)]
+pub struct CaseStudyArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Where the runs, case-study.md and case-study.png go.
+    #[arg(long, default_value = "runs/case-study", value_name = "DIR")]
+    pub out: PathBuf,
+    /// Run on K grouped folds and report mean ± sd.
+    #[arg(long, value_name = "K")]
+    pub folds: Option<usize>,
+    /// Split file (instead of the seed-42 grouped split).
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// Seed of the split and of every stage.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// No progress bars or epoch lines.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
+    let dir = DataDir::resolve(a.data.data.as_deref())?;
+    let ds = Dataset::load(&dir, &ClassSet::default_four())?;
+    let (splits, title) = match (a.folds, &a.split) {
+        (Some(k), _) => {
+            let report = groups_for(&dir, None, a.quiet)?;
+            (
+                make_folds(&ds, &report.group_of(), a.seed, k)?,
+                format!("Case study, {k} grouped folds (seed {}), mean ± sd", a.seed),
+            )
+        }
+        (None, Some(p)) => (
+            vec![Split::read(p, &ds)?],
+            format!("Case study on {}", p.display()),
+        ),
+        (None, None) => (
+            vec![choose_split(&dir, &ds, None, None, a.seed, a.quiet)?],
+            format!("Case study on the grouped split (seed {})", a.seed),
+        ),
+    };
+    let results = leuko::case_study::run(&ds, &splits, &a.out, a.quiet)?;
+    leuko::case_study::write_report(&a.out, &results, &title)?;
+    print!("{}", leuko::case_study::markdown(&results, &title));
+    eprintln!("wrote {}", a.out.join("case-study.md").display());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,119 @@
+//! The model file: a self-describing container, so that `--model FILE` needs
+//! nothing else to run.
+//!
+//! ```text
+//! "LEUKOMDL" | u32 LE format version | u64 LE header length | header (JSON) | weights (burnpack)
+//! ```
+//! The header holds the network shape, the classes in output order, the input
+//! the network expects, and how it was trained; the weights are burn's own record.
+
+use super::{LeukoNet, NetConfig};
+use crate::data::ClassLabel;
+use crate::error::{LeukoError, Result};
+use crate::train::config::InputConfig;
+use burn::module::Module;
+use burn::tensor::Device;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+const MAGIC: &[u8; 8] = b"LEUKOMDL";
+const FORMAT_VERSION: u32 = 1;
+/// Headers are small JSON; anything larger is a corrupt length field.
+const MAX_HEADER: u64 = 1 << 20;
+
+/// What a model file says about its network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    pub net: NetConfig,
+    /// Output order of the network.
+    pub classes: Vec<ClassLabel>,
+    pub input: InputConfig,
+    /// Name of the experiment that trained it.
+    pub experiment: String,
+    pub seed: u64,
+    /// Epoch whose weights these are (1-based).
+    pub epoch: usize,
+    /// Confidence below which a prediction is flagged for review (chosen on validation data).
+    #[serde(default)]
+    pub review_threshold: Option<f32>,
+}
+
+/// Serialises a model and its description.
+pub fn model_to_bytes(model: &LeukoNet, meta: &ModelMeta) -> Result<Vec<u8>> {
+    let header = serde_json::to_vec(meta).map_err(|e| LeukoError::Invalid(e.to_string()))?;
+    let weights = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| LeukoError::Invalid(format!("cannot serialise the weights: {e}")))?;
+    let mut out = Vec::with_capacity(20 + header.len() + weights.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+    out.extend_from_slice(&(header.len() as u64).to_le_bytes());
+    out.extend_from_slice(&header);
+    out.extend_from_slice(&weights);
+    Ok(out)
+}
+
+/// Writes a model file atomically.
+pub fn save_model(path: &Path, model: &LeukoNet, meta: &ModelMeta) -> Result<()> {
+    crate::fsutil::write_atomic(path, &model_to_bytes(model, meta)?)
+}
+
+/// Reads the header only.
+pub fn read_meta(bytes: &[u8]) -> std::result::Result<(ModelMeta, &[u8]), String> {
+    if bytes.len() < 20 || &bytes[..8] != MAGIC {
+        return Err("not a leuko model file (no LEUKOMDL signature)".into());
+    }
+    let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "truncated")?);
+    if version != FORMAT_VERSION {
+        return Err(format!(
+            "model format version {version}, this leuko reads version {FORMAT_VERSION}"
+        ));
+    }
+    let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| "truncated")?);
+    if len > MAX_HEADER || 20 + len as usize > bytes.len() {
+        return Err("truncated or corrupt header".into());
+    }
+    let header = &bytes[20..20 + len as usize];
+    let meta: ModelMeta =
+        serde_json::from_slice(header).map_err(|e| format!("corrupt header: {e}"))?;
+    meta.net
+        .validate()
+        .map_err(|e| format!("incompatible configuration: {e}"))?;
+    if meta.classes.len() != meta.net.num_classes {
+        return Err(format!(
+            "incompatible configuration: {} classes listed for a network with {} outputs",
+            meta.classes.len(),
+            meta.net.num_classes
+        ));
+    }
+    Ok((meta, &bytes[20 + len as usize..]))
+}
+
+/// Decodes a model from bytes; `origin` names the source in messages.
+pub fn model_from_bytes(
+    bytes: &[u8],
+    origin: &str,
+    device: &Device,
+) -> Result<(LeukoNet, ModelMeta)> {
+    let bad = |message: String| LeukoError::Invalid(format!("{origin}: {message}"));
+    let (meta, weights) = read_meta(bytes).map_err(bad)?;
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(
+        weights.to_vec(),
+    ))
+    .map_err(|e| bad(format!("corrupt or truncated weights: {e}")))?;
+    let model = meta.net.init(device);
+    let model = model.try_load_record(record).map_err(|e| {
+        bad(format!(
+            "weights do not fit the network described in the header (incompatible configuration): {e}"
+        ))
+    })?;
+    Ok((model, meta))
+}
+
+/// Loads a model file.
+pub fn load_model(path: &Path, device: &Device) -> Result<(LeukoNet, ModelMeta)> {
+    let bytes = std::fs::read(path).map_err(|e| LeukoError::io(path, e))?;
+    model_from_bytes(&bytes, &path.display().to_string(), device)
+}

@@ -1,0 +1,241 @@
+//! The leukocyte classifier: a small ResNet-like CNN.
+//!
+//! ```text
+//! Block(c_in, c):  x ─ conv3x3(c_in→c) ─ ReLU ─ Dropout ─ conv3x3(c→c) ─ BatchNorm ─ (+) ─ ReLU ─ MaxPool2x2
+//!                  └──────────── 1x1 conv (c_in≠c) or identity ───────────────────────┘
+//! Net:             Block … Block ─ global average pool ─ Linear(c_last → classes)
+//! ```
+//! Layers are initialised as in the Keras twin (Glorot-uniform kernels, zero biases),
+//! so the two can be compared on equal terms.
+
+pub mod fastconv;
+pub mod file;
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig,
+    PaddingConfig2d,
+};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Shape of the network; stored with every model so that a model file describes itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetConfig {
+    /// Output channels of each residual block; one block per entry.
+    pub blocks: Vec<usize>,
+    /// Number of classes (outputs).
+    pub num_classes: usize,
+    /// Dropout probability between the two convolutions of a block.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    /// Batch-norm momentum in burn's convention (weight of the new batch statistic).
+    /// 0.1 = Keras momentum 0.9: with only 10-15 optimizer steps per epoch, Keras's
+    /// default 0.99 leaves the running statistics far from the true ones.
+    #[serde(default = "default_bn_momentum")]
+    pub bn_momentum: f64,
+    /// Batch-norm epsilon (Keras default 1e-3).
+    #[serde(default = "default_bn_epsilon")]
+    pub bn_epsilon: f64,
+}
+
+fn default_dropout() -> f64 {
+    0.2
+}
+fn default_bn_momentum() -> f64 {
+    0.1
+}
+fn default_bn_epsilon() -> f64 {
+    1e-3
+}
+
+impl NetConfig {
+    pub fn new(blocks: Vec<usize>, num_classes: usize) -> Self {
+        NetConfig {
+            blocks,
+            num_classes,
+            dropout: default_dropout(),
+            bn_momentum: default_bn_momentum(),
+            bn_epsilon: default_bn_epsilon(),
+        }
+    }
+
+    /// Checks values a network cannot be built with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.blocks.is_empty() {
+            return Err("net.blocks must list at least one block".into());
+        }
+        if self.blocks.contains(&0) {
+            return Err("net.blocks: a block needs at least one channel".into());
+        }
+        if self.num_classes < 2 {
+            return Err("the network needs at least two classes".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!(
+                "net.dropout must be in [0, 1), got {}",
+                self.dropout
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.bn_momentum) {
+            return Err(format!(
+                "net.bn_momentum must be in [0, 1], got {}",
+                self.bn_momentum
+            ));
+        }
+        if self.bn_epsilon <= 0.0 {
+            return Err(format!(
+                "net.bn_epsilon must be positive, got {}",
+                self.bn_epsilon
+            ));
+        }
+        Ok(())
+    }
+
+    /// Parameters as Keras counts them: trainable weights plus the batch-norm
+    /// running mean and variance.
+    pub fn keras_param_count(&self) -> usize {
+        let mut n = 0;
+        let mut c_in = 3;
+        for &c in &self.blocks {
+            n += c_in * c * 9 + c; // conv1
+            n += c * c * 9 + c; // conv2
+            n += 4 * c; // batch norm: gamma, beta, running mean, running var
+            if c_in != c {
+                n += c_in * c + c; // 1x1 shortcut
+            }
+            c_in = c;
+        }
+        n + c_in * self.num_classes + self.num_classes
+    }
+
+    /// Forward FLOPs (multiply-add = 2) for one image of `height` x `width`.
+    pub fn forward_flops(&self, height: usize, width: usize) -> f64 {
+        let (mut h, mut w, mut c_in) = (height, width, 3usize);
+        let mut f = 0.0;
+        for &c in &self.blocks {
+            let px = (h * w) as f64;
+            f += 2.0 * px * (c_in * c * 9) as f64 + 2.0 * px * (c * c * 9) as f64;
+            if c_in != c {
+                f += 2.0 * px * (c_in * c) as f64;
+            }
+            h /= 2;
+            w /= 2;
+            c_in = c;
+        }
+        f + 2.0 * (c_in * self.num_classes) as f64
+    }
+
+    pub fn init(&self, device: &Device) -> LeukoNet {
+        let mut blocks = Vec::with_capacity(self.blocks.len());
+        let mut c_in = 3;
+        for &c in &self.blocks {
+            blocks.push(Block::new(c_in, c, self, device));
+            c_in = c;
+        }
+        let head = LinearConfig::new(c_in, self.num_classes)
+            .with_initializer(glorot())
+            .init(device);
+        LeukoNet { blocks, head }
+    }
+}
+
+fn glorot() -> Initializer {
+    Initializer::XavierUniform { gain: 1.0 }
+}
+
+fn conv(c_in: usize, c_out: usize, k: usize, device: &Device) -> Conv2d {
+    let padding = if k == 1 {
+        PaddingConfig2d::Valid
+    } else {
+        PaddingConfig2d::Explicit(k / 2, k / 2, k / 2, k / 2)
+    };
+    Conv2dConfig::new([c_in, c_out], [k, k])
+        .with_padding(padding)
+        .with_bias(true)
+        .with_initializer(glorot())
+        .init(device)
+}
+
+/// One residual block (see the module diagram).
+#[derive(Module, Debug)]
+pub struct Block {
+    conv1: Conv2d,
+    dropout: Dropout,
+    conv2: Conv2d,
+    bn: BatchNorm,
+    shortcut: Option<Conv2d>,
+    pool: MaxPool2d,
+}
+
+impl Block {
+    fn new(c_in: usize, c: usize, cfg: &NetConfig, device: &Device) -> Self {
+        Block {
+            conv1: conv(c_in, c, 3, device),
+            dropout: DropoutConfig::new(cfg.dropout).init(),
+            conv2: conv(c, c, 3, device),
+            bn: BatchNormConfig::new(c)
+                .with_momentum(cfg.bn_momentum)
+                .with_epsilon(cfg.bn_epsilon)
+                .init(device),
+            shortcut: (c_in != c).then(|| conv(c_in, c, 1, device)),
+            pool: MaxPool2dConfig::new([2, 2]).with_strides([2, 2]).init(),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let y = apply_conv(&self.conv1, x.clone(), 1);
+        let y = self.dropout.forward(relu(y));
+        let y = self.bn.forward(apply_conv(&self.conv2, y, 1));
+        let skip = match &self.shortcut {
+            Some(c) => apply_conv(c, x, 0),
+            None => x,
+        };
+        self.pool.forward(relu(y + skip))
+    }
+}
+
+fn apply_conv(c: &Conv2d, x: Tensor<4>, padding: usize) -> Tensor<4> {
+    let bias = c.bias.as_ref().map(Param::val);
+    if stock_conv() {
+        burn::tensor::module::conv2d(
+            x,
+            c.weight.val(),
+            bias,
+            burn::tensor::ops::ConvOptions::new([1, 1], [padding, padding], [1, 1], 1),
+        )
+    } else {
+        fastconv::conv2d(x, c.weight.val(), bias, padding)
+    }
+}
+
+/// `LEUKO_CONV=stock` runs burn's own convolution instead of [`fastconv`], to
+/// compare speed and results.
+pub fn stock_conv() -> bool {
+    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STOCK.get_or_init(|| std::env::var("LEUKO_CONV").is_ok_and(|v| v == "stock"))
+}
+
+/// The classifier.
+#[derive(Module, Debug)]
+pub struct LeukoNet {
+    blocks: Vec<Block>,
+    head: Linear,
+}
+
+impl LeukoNet {
+    /// `x`: `[batch, 3, height, width]`, RGB in [0, 1]. Returns logits `[batch, classes]`.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let mut x = x;
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        let [n, c, _, _] = x.dims();
+        let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
+        self.head.forward(pooled)
+    }
+}

@@ -1,0 +1,226 @@
+//! Experiment configuration (`experiments/*.toml`): what goes into the network,
+//! its shape, and how it is trained. The run directory keeps the exact config used.
+
+use crate::augment::AugmentConfig;
+use crate::error::{LeukoError, Result};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What the network sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum InputConfig {
+    /// The whole photo, resized (stretched) to `width` x `height`.
+    Whole { width: u32, height: u32 },
+    /// The largest isolated leukocyte, cropped and resized to `size` x `size`.
+    Crop { size: u32 },
+}
+
+impl InputConfig {
+    /// (width, height) of the network input.
+    pub fn dims(&self) -> (u32, u32) {
+        match *self {
+            InputConfig::Whole { width, height } => (width, height),
+            InputConfig::Crop { size } => (size, size),
+        }
+    }
+}
+
+/// The network's shape (the class count comes from the data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    pub blocks: Vec<usize>,
+    #[serde(default = "d_dropout")]
+    pub dropout: f64,
+    /// Batch-norm momentum, burn convention (0.1 = Keras 0.9).
+    #[serde(default = "d_momentum")]
+    pub bn_momentum: f64,
+    #[serde(default = "d_epsilon")]
+    pub bn_epsilon: f64,
+}
+
+fn d_dropout() -> f64 {
+    0.2
+}
+fn d_momentum() -> f64 {
+    0.1
+}
+fn d_epsilon() -> f64 {
+    1e-3
+}
+
+/// Optimiser and schedule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainParams {
+    /// Upper bound on epochs; early stopping usually ends sooner.
+    pub epochs: usize,
+    #[serde(default = "d_batch")]
+    pub batch_size: usize,
+    /// Adam's initial learning rate.
+    #[serde(default = "d_lr")]
+    pub learning_rate: f64,
+    /// Exponential decay: the rate is multiplied by `lr_decay_rate` every
+    /// `lr_decay_steps` optimizer steps (smoothly, per step, as Keras ExponentialDecay).
+    #[serde(default = "d_decay_rate")]
+    pub lr_decay_rate: f64,
+    #[serde(default = "d_decay_steps")]
+    pub lr_decay_steps: usize,
+    /// Epochs without a better validation loss before stopping.
+    pub patience: usize,
+    /// Balance classes in training by random oversampling up to the largest class.
+    #[serde(default)]
+    pub oversample: bool,
+}
+
+fn d_batch() -> usize {
+    32
+}
+fn d_lr() -> f64 {
+    1e-3
+}
+fn d_decay_rate() -> f64 {
+    0.9
+}
+fn d_decay_steps() -> usize {
+    100
+}
+
+/// One experiment of the case study (or any user-defined one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentConfig {
+    pub name: String,
+    /// Seed of every random choice (split, shuffling, oversampling, augmentation, initialisation).
+    #[serde(default = "d_seed")]
+    pub seed: u64,
+    pub input: InputConfig,
+    pub net: NetSpec,
+    pub train: TrainParams,
+    /// Augmentation of training batches; absent = none.
+    #[serde(default)]
+    pub augment: Option<AugmentConfig>,
+}
+
+fn d_seed() -> u64 {
+    42
+}
+
+impl ExperimentConfig {
+    /// Reads and validates a TOML config; errors name the file and the field.
+    pub fn read(path: &Path) -> Result<ExperimentConfig> {
+        let text = std::fs::read_to_string(path).map_err(|e| LeukoError::io(path, e))?;
+        Self::parse(&text).map_err(|e| LeukoError::Config(format!("{}: {e}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> std::result::Result<ExperimentConfig, String> {
+        let cfg: ExperimentConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (w, h) = self.input.dims();
+        if w == 0 || h == 0 {
+            return Err(format!("input size must be positive, got {w}x{h}"));
+        }
+        let min = 1u32 << self.net.blocks.len().min(31);
+        if w < min || h < min {
+            return Err(format!(
+                "input {w}x{h} is too small for {} blocks (each halves the size)",
+                self.net.blocks.len()
+            ));
+        }
+        let net = crate::model::NetConfig {
+            blocks: self.net.blocks.clone(),
+            num_classes: 2,
+            dropout: self.net.dropout,
+            bn_momentum: self.net.bn_momentum,
+            bn_epsilon: self.net.bn_epsilon,
+        };
+        net.validate()?;
+        let t = &self.train;
+        if t.epochs == 0 {
+            return Err("train.epochs must be at least 1".into());
+        }
+        if t.batch_size == 0 {
+            return Err("train.batch_size must be at least 1".into());
+        }
+        if !(t.learning_rate > 0.0 && t.learning_rate.is_finite()) {
+            return Err(format!(
+                "train.learning_rate must be positive, got {}",
+                t.learning_rate
+            ));
+        }
+        if !(t.lr_decay_rate > 0.0 && t.lr_decay_rate <= 1.0) {
+            return Err(format!(
+                "train.lr_decay_rate must be in (0, 1], got {}",
+                t.lr_decay_rate
+            ));
+        }
+        if t.lr_decay_steps == 0 {
+            return Err("train.lr_decay_steps must be at least 1".into());
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
+        Ok(())
+    }
+
+    /// The network for `num_classes` classes.
+    pub fn net_config(&self, num_classes: usize) -> crate::model::NetConfig {
+        crate::model::NetConfig {
+            blocks: self.net.blocks.clone(),
+            num_classes,
+            dropout: self.net.dropout,
+            bn_momentum: self.net.bn_momentum,
+            bn_epsilon: self.net.bn_epsilon,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OK: &str = r#"
+name = "t"
+[input]
+kind = "crop"
+size = 128
+[net]
+blocks = [16, 32]
+[train]
+epochs = 3
+patience = 2
+"#;
+
+    #[test]
+    fn parses_with_defaults() {
+        let c = ExperimentConfig::parse(OK).unwrap();
+        assert_eq!(c.train.batch_size, 32);
+        assert_eq!(c.net.bn_momentum, 0.1);
+        assert_eq!(c.seed, 42);
+        assert!(c.augment.is_none());
+        let again = ExperimentConfig::parse(&c.to_toml()).unwrap();
+        assert_eq!(again, c);
+    }
+
+    #[test]
+    fn unknown_fields_and_impossible_values_are_clear_errors() {
+        let e = ExperimentConfig::parse(&OK.replace("patience = 2", "patience = 2\nwarp = 9"))
+            .unwrap_err();
+        assert!(e.contains("warp"), "{e}");
+        let e = ExperimentConfig::parse(&OK.replace("[16, 32]", "[]")).unwrap_err();
+        assert!(e.contains("at least one block"), "{e}");
+        let e = ExperimentConfig::parse(&OK.replace("size = 128", "size = 0")).unwrap_err();
+        assert!(e.contains("positive"), "{e}");
+        let e = ExperimentConfig::parse(&OK.replace("epochs = 3", "epochs = 0")).unwrap_err();
+        assert!(e.contains("epochs"), "{e}");
+    }
+}

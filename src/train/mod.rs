@@ -1,0 +1,417 @@
+//! Training a classifier: Adam with exponential learning-rate decay, shuffled and
+//! optionally oversampled / augmented batches, early stopping on validation loss
+//! with the best weights restored, checkpoints written atomically, `--resume`.
+
+pub mod config;
+pub mod plots;
+pub mod run_dir;
+
+use crate::data::{ClassLabel, Dataset};
+use crate::error::{LeukoError, Result};
+use crate::metrics::Metrics;
+use crate::model::file::{model_from_bytes, model_to_bytes, ModelMeta};
+use crate::model::LeukoNet;
+use crate::split::{oversample, rng_for, Split};
+use crate::tensors::{images_tensor, labels_tensor, plain_batch, prepare, InputSet};
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+use config::ExperimentConfig;
+use image::RgbImage;
+use rand::seq::SliceRandom;
+use rayon::prelude::*;
+pub use run_dir::RunDir;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// One row of `history.csv`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub train_kappa: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_kappa: f64,
+    pub learning_rate: f64,
+    pub seconds: f64,
+}
+
+/// How a training run is carried out (not what is trained: that is the config).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    pub run_dir: RunDir,
+    /// Continue an interrupted run in `run_dir`.
+    pub resume: bool,
+    /// No progress bars or per-epoch lines.
+    pub quiet: bool,
+    /// Batch size for evaluation passes.
+    pub eval_batch: usize,
+}
+
+/// The result of a finished run.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub model: LeukoNet,
+    pub meta: ModelMeta,
+    pub history: Vec<EpochRecord>,
+    pub best_epoch: usize,
+    /// Wall time of the training epochs (not counting input preparation).
+    pub train_seconds: f64,
+    pub test: Metrics,
+    pub param_count: usize,
+}
+
+/// State saved after every epoch so that `--resume` can continue.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ResumeState {
+    epochs_done: usize,
+    steps_done: usize,
+    best_epoch: usize,
+    best_val_loss: f64,
+    since_best: usize,
+    train_seconds: f64,
+    history: Vec<EpochRecord>,
+}
+
+/// The CPU training device (flex backend with autodiff).
+pub fn training_device() -> Device {
+    Device::flex().autodiff()
+}
+
+/// Class probabilities for each image, in eval mode (no autodiff graph kept).
+pub fn predict_probs(
+    model: &LeukoNet,
+    images: &[&RgbImage],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let model = model.valid();
+    let device = Device::flex();
+    let mut out = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let (w, h) = (chunk[0].width(), chunk[0].height());
+        let x = images_tensor(plain_batch(chunk), chunk.len(), w, h, &device);
+        let probs = softmax(model.forward(x), 1);
+        let k = probs.dims()[1];
+        let v = tensor_to_vec(probs)?;
+        out.extend(v.chunks(k).map(|c| c.to_vec()));
+    }
+    Ok(out)
+}
+
+fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| LeukoError::Invalid(format!("reading a tensor: {e:?}")))
+}
+
+fn argmax(p: &[f32]) -> usize {
+    p.iter()
+        .enumerate()
+        .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
+        .0
+}
+
+/// Mean cross-entropy and predictions of a model on a prepared set.
+pub fn evaluate_set(
+    model: &LeukoNet,
+    set: &InputSet,
+    batch: usize,
+) -> Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
+    let refs: Vec<&RgbImage> = set.images.iter().collect();
+    let probs = predict_probs(model, &refs, batch)?;
+    let loss = probs
+        .iter()
+        .zip(&set.labels)
+        .map(|(p, &l)| -(p[l].max(1e-7) as f64).ln())
+        .sum::<f64>()
+        / probs.len().max(1) as f64;
+    let preds = probs.iter().map(|p| argmax(p)).collect();
+    Ok((loss, preds, probs))
+}
+
+/// Trains `cfg` on `split` and evaluates the best epoch on the test part.
+pub fn train(
+    cfg: &ExperimentConfig,
+    dataset: &Dataset,
+    split: &Split,
+    opts: &TrainOptions,
+) -> Result<TrainOutcome> {
+    let classes = split.classes.clone();
+    let rd = &opts.run_dir;
+    rd.create()?;
+    crate::fsutil::write_atomic(&rd.config(), cfg.to_toml().as_bytes())?;
+    split.write(&rd.split())?;
+
+    let prep_bar = crate::progress::bar(3, "preparing", opts.quiet);
+    let train_set = prepare(&dataset.dir, &split.train, &classes, &cfg.input)?;
+    prep_bar.inc(1);
+    let val_set = prepare(&dataset.dir, &split.val, &classes, &cfg.input)?;
+    prep_bar.inc(1);
+    let test_set = prepare(&dataset.dir, &split.test, &classes, &cfg.input)?;
+    prep_bar.finish_and_clear();
+    if val_set.is_empty() {
+        return Err(LeukoError::Invalid(
+            "the split's validation part is empty: early stopping needs it".into(),
+        ));
+    }
+
+    let net_cfg = cfg.net_config(classes.len());
+    let device = training_device();
+    device.seed(cfg.seed);
+    let mut model = net_cfg.init(&device);
+    let param_count = net_cfg.keras_param_count();
+    let mut optim = AdamConfig::new().with_epsilon(1e-7).init();
+    let gamma = cfg
+        .train
+        .lr_decay_rate
+        .powf(1.0 / cfg.train.lr_decay_steps as f64);
+    let mut scheduler = burn::optim::lr_scheduler::exponential::ExponentialLrSchedulerConfig::new(
+        cfg.train.learning_rate,
+        gamma,
+    )
+    .init()
+    .map_err(LeukoError::Config)?;
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let meta_for = |epoch: usize| ModelMeta {
+        net: net_cfg.clone(),
+        classes: classes.labels().to_vec(),
+        input: cfg.input.clone(),
+        experiment: cfg.name.clone(),
+        seed: cfg.seed,
+        epoch,
+        review_threshold: None,
+    };
+
+    let mut state = ResumeState {
+        epochs_done: 0,
+        steps_done: 0,
+        best_epoch: 0,
+        best_val_loss: f64::INFINITY,
+        since_best: 0,
+        train_seconds: 0.0,
+        history: Vec::new(),
+    };
+    let mut best_bytes: Option<Vec<u8>> = None;
+    if opts.resume {
+        if let Some((s, m, o)) = rd.read_resume::<ResumeState>()? {
+            let (loaded, _) = model_from_bytes(&m, "checkpoint", &device)?;
+            model = loaded;
+            optim = optim
+                .from_bytes(burn::tensor::Bytes::from_bytes_vec(o))
+                .map_err(|e| {
+                    LeukoError::Invalid(format!("{}: optimizer state: {e}", rd.root().display()))
+                })?;
+            for _ in 0..s.steps_done {
+                scheduler.step();
+            }
+            best_bytes = std::fs::read(rd.model()).ok();
+            state = s;
+            if !opts.quiet {
+                eprintln!(
+                    "resuming after epoch {} ({} steps)",
+                    state.epochs_done, state.steps_done
+                );
+            }
+        } else if !opts.quiet {
+            eprintln!(
+                "nothing to resume in {}: starting afresh",
+                rd.root().display()
+            );
+        }
+    }
+
+    // Training items: oversampled (seeded) once; reshuffled every epoch.
+    let train_samples: Vec<usize> = if cfg.train.oversample {
+        let s = oversample(&split.train, cfg.seed);
+        let pos: std::collections::HashMap<u32, usize> = train_set
+            .ids
+            .iter()
+            .enumerate()
+            .map(|(i, &id)| (id, i))
+            .collect();
+        s.iter().map(|x| pos[&x.image_id]).collect()
+    } else {
+        (0..train_set.len()).collect()
+    };
+    let (w, h) = cfg.input.dims();
+    let per_image = (3 * w * h) as usize;
+
+    if let Some(aug) = &cfg.augment {
+        let mut rng = rng_for(cfg.seed, "augment-grid");
+        let picks: Vec<&RgbImage> = train_set.images.iter().take(4).collect();
+        let grid = crate::augment::augmented_grid(&picks, aug, 6, &mut rng);
+        crate::plot::save_png(&rd.augment_grid(), &grid)?;
+    }
+
+    let bs = cfg.train.batch_size;
+    for epoch in state.epochs_done + 1..=cfg.train.epochs {
+        let start = Instant::now();
+        // Per-epoch generators: a resumed run continues exactly as an uninterrupted one.
+        let mut rng = rng_for(cfg.seed, &format!("epoch-{epoch}"));
+        device.seed(cfg.seed.wrapping_add(epoch as u64 * 7919));
+        let mut order = train_samples.clone();
+        order.shuffle(&mut rng);
+        let batches = order.len().div_ceil(bs);
+        let bar = crate::progress::bar(batches as u64, &format!("epoch {epoch}"), opts.quiet);
+        let (mut loss_sum, mut truth, mut preds) = (0.0f64, Vec::new(), Vec::new());
+        let mut lr = cfg.train.learning_rate;
+        for chunk in order.chunks(bs) {
+            let mut data = vec![0f32; per_image * chunk.len()];
+            match &cfg.augment {
+                Some(aug) => {
+                    // Draw seeds serially so the result does not depend on thread timing.
+                    let seeds: Vec<u64> =
+                        chunk.iter().map(|_| rand::Rng::random(&mut rng)).collect();
+                    data.par_chunks_mut(per_image)
+                        .zip(chunk.par_iter().zip(seeds))
+                        .for_each(|(out, (&i, seed))| {
+                            let mut r =
+                                <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed);
+                            crate::augment::augment_into(&train_set.images[i], aug, &mut r, out);
+                        });
+                }
+                None => {
+                    data.par_chunks_mut(per_image)
+                        .zip(chunk.par_iter())
+                        .for_each(|(out, &i)| {
+                            crate::augment::plain_into(&train_set.images[i], out)
+                        });
+                }
+            }
+            let labels: Vec<usize> = chunk.iter().map(|&i| train_set.labels[i]).collect();
+            let x = images_tensor(data, chunk.len(), w, h, &device);
+            let y = labels_tensor(&labels, &device);
+            let logits = model.forward(x);
+            let loss = loss_fn.forward(logits.clone(), y);
+            let loss_value = tensor_to_vec(loss.clone())?
+                .first()
+                .copied()
+                .unwrap_or(f32::NAN) as f64;
+            let logits_v = tensor_to_vec(logits.detach())?;
+            let k = classes.len();
+            preds.extend(logits_v.chunks(k).map(argmax));
+            truth.extend_from_slice(&labels);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let step_lr = scheduler.step();
+            lr = cfg.train.learning_rate * gamma.powi(state.steps_done as i32 + 1);
+            model = optim.step(step_lr, model, grads);
+            state.steps_done += 1;
+            loss_sum += loss_value * chunk.len() as f64;
+            bar.inc(1);
+            bar.set_message(format!(
+                "epoch {epoch} loss {:.3}",
+                loss_sum / truth.len() as f64
+            ));
+        }
+        bar.finish_and_clear();
+        let train_m = Metrics::compute(classes.labels(), &truth, &preds);
+        let (val_loss, val_preds, _) = evaluate_set(&model, &val_set, opts.eval_batch)?;
+        let val_m = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);
+        let seconds = start.elapsed().as_secs_f64();
+        state.train_seconds += seconds;
+        let rec = EpochRecord {
+            epoch,
+            train_loss: loss_sum / truth.len().max(1) as f64,
+            train_accuracy: train_m.accuracy,
+            train_kappa: train_m.kappa,
+            val_loss,
+            val_accuracy: val_m.accuracy,
+            val_kappa: val_m.kappa,
+            learning_rate: lr,
+            seconds,
+        };
+        let improved = val_loss < state.best_val_loss;
+        if !opts.quiet {
+            eprintln!(
+                "epoch {epoch:>3}  train loss {:.3} acc {:.3} kappa {:.3} | val loss {:.3} acc {:.3} kappa {:.3} | lr {:.2e} {:.1}s{}",
+                rec.train_loss, rec.train_accuracy, rec.train_kappa, rec.val_loss, rec.val_accuracy, rec.val_kappa, lr, seconds,
+                if improved { "  *best" } else { "" }
+            );
+        }
+        state.history.push(rec);
+        state.epochs_done = epoch;
+        if improved {
+            state.best_val_loss = val_loss;
+            state.best_epoch = epoch;
+            state.since_best = 0;
+            let bytes = model_to_bytes(&model, &meta_for(epoch))?;
+            crate::fsutil::write_atomic(&rd.model(), &bytes)?;
+            best_bytes = Some(bytes);
+        } else {
+            state.since_best += 1;
+        }
+        let model_bytes = model_to_bytes(&model, &meta_for(epoch))?;
+        let optim_bytes = optim
+            .into_bytes()
+            .map_err(|e| LeukoError::Invalid(format!("serialising the optimizer: {e}")))?;
+        rd.write_resume(&state, &model_bytes, &optim_bytes)?;
+        write_history(rd, &state.history)?;
+        if state.since_best >= cfg.train.patience {
+            if !opts.quiet {
+                eprintln!(
+                    "early stop: no better validation loss for {} epochs",
+                    cfg.train.patience
+                );
+            }
+            break;
+        }
+    }
+
+    let best = best_bytes.ok_or_else(|| LeukoError::Invalid("no epoch was trained".into()))?;
+    let (best_model, meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
+    let (_, test_preds, _) = evaluate_set(&best_model, &test_set, opts.eval_batch)?;
+    let test = Metrics::compute(classes.labels(), &test_set.labels, &test_preds);
+
+    let metrics_json = serde_json::json!({
+        "experiment": cfg.name,
+        "seed": cfg.seed,
+        "best_epoch": state.best_epoch,
+        "epochs_run": state.epochs_done,
+        "train_seconds": state.train_seconds,
+        "parameters_keras_count": param_count,
+        "test": test,
+        "test_photos_without_leukocyte": test_set.not_found,
+    });
+    crate::fsutil::write_atomic(
+        &rd.metrics(),
+        serde_json::to_string_pretty(&metrics_json)
+            .unwrap_or_default()
+            .as_bytes(),
+    )?;
+    plots::curves(&rd.curves(), &state.history, state.best_epoch)?;
+    plots::confusion(
+        &rd.confusion(),
+        &test,
+        &format!("{}: test confusion matrix", cfg.name),
+    )?;
+    Ok(TrainOutcome {
+        model: best_model,
+        meta,
+        history: state.history,
+        best_epoch: state.best_epoch,
+        train_seconds: state.train_seconds,
+        test,
+        param_count,
+    })
+}
+
+fn write_history(rd: &RunDir, history: &[EpochRecord]) -> Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in history {
+        w.serialize(r)
+            .map_err(|e| LeukoError::Invalid(e.to_string()))?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| LeukoError::Invalid(e.to_string()))?;
+    crate::fsutil::write_atomic(&rd.history(), &bytes)
+}
+
+/// The class labels of a model's outputs.
+pub fn class_names(classes: &[ClassLabel]) -> Vec<String> {
+    classes.iter().map(|c| c.to_string()).collect()
+}

@@ -1,0 +1,314 @@
+//! `leuko::model::fastconv::conv2d` against burn's stock `conv2d`: forward values, gradients on
+//! the autodiff device, the fallback path, and one optimiser step through it.
+
+use burn::module::{Module, Param};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::PaddingConfig2d;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::module::conv2d as stock_conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{Device, Tensor, TensorData};
+use leuko::model::fastconv::{conv2d, is_fast_path};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// A tensor of uniform values in [-1, 1), reproducible from `seed`.
+fn random<const D: usize>(dims: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = dims.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(values, dims), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().try_to_vec::<f32>().expect("f32 tensor data")
+}
+
+/// Asserts `got ≈ want` elementwise, within `1e-4` of the largest magnitude in `want` (the
+/// kernels sum in a different order than burn, so bit equality is not expected).
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max abs diff {worst} exceeds 1e-4 x {scale}"
+    );
+}
+
+/// One test geometry: batch, input and output channels, height, width, kernel size, bias.
+#[derive(Clone, Copy, Debug)]
+struct Case {
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    bias: bool,
+}
+
+const fn case(
+    n: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+    bias: bool,
+) -> Case {
+    Case {
+        n,
+        c_in,
+        c_out,
+        h,
+        w,
+        k,
+        bias,
+    }
+}
+
+/// Odd sizes, channel counts that are and are not multiples of the register blocks, batch 1
+/// and 3, both kernel sizes, with and without bias.
+const CASES: &[Case] = &[
+    case(1, 3, 16, 5, 7, 3, true),
+    case(3, 5, 6, 7, 5, 3, false),
+    case(1, 1, 1, 1, 1, 3, true),
+    case(3, 16, 16, 9, 11, 3, true),
+    case(1, 7, 3, 4, 13, 3, false),
+    case(3, 17, 9, 8, 8, 3, true),
+    case(2, 32, 48, 6, 6, 3, true),
+    case(1, 3, 16, 5, 7, 1, true),
+    case(3, 16, 32, 7, 5, 1, false),
+    case(3, 7, 5, 3, 9, 1, true),
+    case(1, 2, 1, 1, 1, 1, false),
+    case(1, 16, 16, 64, 64, 3, true),
+];
+
+impl Case {
+    fn padding(&self) -> usize {
+        self.k / 2
+    }
+
+    fn inputs(&self, seed: u64, device: &Device) -> (Tensor<4>, Tensor<4>, Option<Tensor<1>>) {
+        let x = random([self.n, self.c_in, self.h, self.w], seed, device);
+        let w = random([self.c_out, self.c_in, self.k, self.k], seed + 1, device);
+        let b = self.bias.then(|| random([self.c_out], seed + 2, device));
+        (x, w, b)
+    }
+
+    fn stock(&self, x: Tensor<4>, w: Tensor<4>, b: Option<Tensor<1>>) -> Tensor<4> {
+        let p = self.padding();
+        stock_conv2d(x, w, b, ConvOptions::new([1, 1], [p, p], [1, 1], 1))
+    }
+}
+
+#[test]
+fn the_flex_devices_take_the_fast_path_on_avx2_machines() {
+    let avx2 = cfg!(target_arch = "x86_64") && {
+        #[cfg(target_arch = "x86_64")]
+        {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            false
+        }
+    };
+    assert_eq!(is_fast_path(&Device::flex()), avx2);
+    assert_eq!(is_fast_path(&Device::flex().autodiff()), avx2);
+}
+
+#[test]
+fn forward_matches_stock_conv2d() {
+    let device = Device::flex();
+    for (i, c) in CASES.iter().enumerate() {
+        let (x, w, b) = c.inputs(10 * i as u64, &device);
+        let want = values(c.stock(x.clone(), w.clone(), b.clone()));
+        let got = conv2d(x, w, b, c.padding());
+        assert_eq!(got.dims(), [c.n, c.c_out, c.h, c.w], "{c:?}: dims");
+        assert_close(&values(got), &want, &format!("{c:?}"));
+    }
+}
+
+#[test]
+fn forward_reads_non_contiguous_inputs() {
+    let device = Device::flex();
+    let c = case(2, 4, 8, 6, 9, 3, true);
+    let (x, w, b) = c.inputs(7, &device);
+    // A transposed view of a [n, c, w, h] tensor: same values, non-contiguous strides.
+    let x_t = x.clone().swap_dims(2, 3).into_data();
+    let x_view = Tensor::<4>::from_data(x_t, &device).swap_dims(2, 3);
+    let w_view =
+        Tensor::<4>::from_data(w.clone().swap_dims(0, 1).into_data(), &device).swap_dims(0, 1);
+    let want = values(c.stock(x, w, b.clone()));
+    assert_close(
+        &values(conv2d(x_view, w_view, b, 1)),
+        &want,
+        "non-contiguous",
+    );
+}
+
+/// Gradients of `sum(conv(x, w, b) * r)` w.r.t. `x`, `w` and `b` through `f`.
+fn grads(
+    c: &Case,
+    seed: u64,
+    f: impl Fn(Tensor<4>, Tensor<4>, Option<Tensor<1>>) -> Tensor<4>,
+) -> (Vec<f32>, Vec<f32>, Option<Vec<f32>>) {
+    let device = Device::flex().autodiff();
+    let (x, w, b) = c.inputs(seed, &device);
+    let (x, w, b) = (
+        x.require_grad(),
+        w.require_grad(),
+        b.map(Tensor::require_grad),
+    );
+    let r = random([c.n, c.c_out, c.h, c.w], seed + 3, &device);
+    let loss = (f(x.clone(), w.clone(), b.clone()) * r).sum();
+    let g = loss.backward();
+    let grad = |t: Option<Tensor<4>>| values(t.expect("gradient registered"));
+    (
+        grad(x.grad(&g)),
+        grad(w.grad(&g)),
+        b.map(|b| values(b.grad(&g).expect("bias gradient registered"))),
+    )
+}
+
+#[test]
+fn gradients_match_stock_conv2d() {
+    for (i, c) in CASES.iter().enumerate() {
+        let seed = 100 + 10 * i as u64;
+        let (dx, dw, db) = grads(c, seed, |x, w, b| conv2d(x, w, b, c.padding()));
+        let (sx, sw, sb) = grads(c, seed, |x, w, b| c.stock(x, w, b));
+        assert_close(&dx, &sx, &format!("{c:?} grad x"));
+        assert_close(&dw, &sw, &format!("{c:?} grad weight"));
+        match (db, sb) {
+            (Some(db), Some(sb)) => assert_close(&db, &sb, &format!("{c:?} grad bias")),
+            (None, None) => {}
+            _ => panic!("{c:?}: bias gradient presence differs"),
+        }
+    }
+}
+
+#[test]
+fn only_requested_gradients_are_computed() {
+    // Input without gradient (the network's first layer), weight and bias tracked.
+    let device = Device::flex().autodiff();
+    let c = case(2, 3, 8, 5, 6, 3, true);
+    let (x, w, b) = c.inputs(5, &device);
+    let (w, b) = (w.require_grad(), b.map(Tensor::require_grad));
+    let r = random([c.n, c.c_out, c.h, c.w], 9, &device);
+    let g = (conv2d(x.clone(), w.clone(), b.clone(), 1) * r.clone())
+        .sum()
+        .backward();
+    assert!(x.grad(&g).is_none());
+    let dw = values(w.grad(&g).expect("weight gradient"));
+    let db = values(b.expect("bias").grad(&g).expect("bias gradient"));
+
+    let (x2, w2, b2) = c.inputs(5, &device);
+    let (w2, b2) = (w2.require_grad(), b2.map(Tensor::require_grad));
+    let g2 = (c.stock(x2, w2.clone(), b2.clone()) * r).sum().backward();
+    assert_close(
+        &dw,
+        &values(w2.grad(&g2).expect("stock weight gradient")),
+        "weight",
+    );
+    assert_close(
+        &db,
+        &values(b2.expect("bias").grad(&g2).expect("stock bias gradient")),
+        "bias",
+    );
+}
+
+#[test]
+fn unsupported_geometries_fall_back_to_stock_conv2d() {
+    // 3x3 without padding and 5x5 are outside the kernels; results must still be burn's.
+    let device = Device::flex();
+    for (k, p) in [(3, 0), (5, 2), (1, 1)] {
+        let x = random([2, 3, 8, 7], 1, &device);
+        let w = random([4, 3, k, k], 2, &device);
+        let want = values(stock_conv2d(
+            x.clone(),
+            w.clone(),
+            None,
+            ConvOptions::new([1, 1], [p, p], [1, 1], 1),
+        ));
+        assert_close(
+            &values(conv2d(x, w, None, p)),
+            &want,
+            &format!("k={k} p={p}"),
+        );
+    }
+}
+
+#[cfg(feature = "ndarray")]
+#[test]
+#[allow(deprecated)]
+fn other_backends_fall_back_to_stock_conv2d() {
+    let device = Device::ndarray();
+    assert!(!is_fast_path(&device));
+    assert!(!is_fast_path(&device.clone().autodiff()));
+    let c = case(2, 3, 5, 6, 7, 3, true);
+    let (x, w, b) = c.inputs(3, &device);
+    let want = values(c.stock(x.clone(), w.clone(), b.clone()));
+    assert_close(&values(conv2d(x, w, b, 1)), &want, "ndarray");
+}
+
+#[cfg(not(feature = "ndarray"))]
+#[test]
+fn other_backends_fall_back_to_stock_conv2d() {
+    // No non-flex backend is compiled into this build (enable the `ndarray` feature to test one).
+    eprintln!("skipped: no non-flex backend compiled in");
+}
+
+/// Two convolutions, enough to exercise input gradients between layers.
+#[derive(Module, Debug)]
+struct TinyNet {
+    c1: Conv2d,
+    c2: Conv2d,
+}
+
+impl TinyNet {
+    fn new(device: &Device) -> Self {
+        Self {
+            c1: Conv2dConfig::new([3, 8], [3, 3])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(device),
+            c2: Conv2dConfig::new([8, 4], [1, 1]).init(device),
+        }
+    }
+
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        let conv = |c: &Conv2d, x, p| conv2d(x, c.weight.val(), c.bias.as_ref().map(Param::val), p);
+        let y = burn::tensor::activation::relu(conv(&self.c1, x, 1));
+        conv(&self.c2, y, 0)
+    }
+}
+
+#[test]
+fn one_adam_step_lowers_the_loss() {
+    let device = Device::flex().autodiff();
+    let x = random([4, 3, 10, 12], 21, &device);
+    let target = random([4, 4, 10, 12], 22, &device);
+    let loss = |net: &TinyNet| {
+        (net.forward(x.clone()) - target.clone())
+            .powf_scalar(2.0)
+            .mean()
+    };
+
+    let mut net = TinyNet::new(&device);
+    let mut optim = AdamConfig::new().init();
+    let before = loss(&net);
+    let before_value = values(before.clone())[0];
+    let grads = GradientsParams::from_grads(before.backward(), &net);
+    net = optim.step(1e-2, net, grads);
+    let after_value = values(loss(&net))[0];
+    assert!(
+        after_value < before_value,
+        "loss did not fall: {before_value} -> {after_value}"
+    );
+}
