@@ -2,12 +2,13 @@
 //! convolution shape of the classifier, forward alone and forward + backward.
 //!
 //! ```text
-//! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both]
+//! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both
+//!                                          --only "b0 conv2" --no-stock --malloc-tuned]
 //! ```
 //!
 //! Each measurement is the median of `--runs` timed runs after one warm-up run. "fwd+bwd" runs
-//! on `Device::flex().autodiff()`: forward, `sum(y * r)` with a fixed `r`, and `backward()`,
-//! computing the gradients the network needs (input gradient except for the first layer, whose
+//! on `Device::flex().autodiff()`: forward and `y.backward()` (gradients of `sum(y)`, seeded by
+//! burn with a ones tensor), computing the gradients the network needs (input gradient except for the first layer, whose
 //! input is the image; weight and bias always). GFLOP/s count 2 FLOP per multiply-add of the
 //! convolution products only. Without `RAYON_NUM_THREADS` the pool gets 2 threads.
 
@@ -125,18 +126,47 @@ fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl) -> (f64, f64) {
     };
     let w = Tensor::<4>::random(dims_w, uniform, &ad).require_grad();
     let b = Tensor::<1>::random([layer.c_out], uniform, &ad).require_grad();
-    let r = Tensor::<4>::random([n, layer.c_out, layer.h, layer.w], uniform, &ad);
     let train = median_ms(runs, || {
+        // `backward` on a non-scalar seeds it with ones: the gradients of `sum(y)`.
         let y = conv(which, x.clone(), w.clone(), b.clone(), p);
-        std::hint::black_box((y * r.clone()).sum().backward());
+        std::hint::black_box(y.backward());
     });
     (fwd, train)
+}
+
+/// Makes glibc malloc keep and reuse freed memory instead of returning every large buffer to
+/// the kernel, so that tensors stop costing page faults and kernel page zeroing on each use.
+/// Process-wide; the benchmark applies it only with `--malloc-tuned`.
+fn tune_malloc() -> Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // No mmap for large blocks (a 32 MiB activation exceeds the largest mmap threshold glibc
+        // accepts), never trim the heap top, grow it 512 MiB at a time.
+        let settings = [
+            (libc::M_MMAP_MAX, 0),
+            (libc::M_TRIM_THRESHOLD, i32::MAX),
+            (libc::M_TOP_PAD, 512 << 20),
+        ];
+        for (param, value) in settings {
+            // SAFETY: mallopt only changes allocator parameters; called before other threads
+            // allocate.
+            if unsafe { libc::mallopt(param, value) } != 1 {
+                bail!("mallopt({param}, {value}) failed");
+            }
+        }
+        Ok(())
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    bail!("--malloc-tuned needs glibc")
 }
 
 struct Args {
     runs: usize,
     batch: usize,
     net: String,
+    only: Option<String>,
+    stock: bool,
+    malloc_tuned: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -144,6 +174,9 @@ fn parse_args() -> Result<Args> {
         runs: 5,
         batch: 32,
         net: "final".into(),
+        only: None,
+        stock: true,
+        malloc_tuned: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -152,7 +185,13 @@ fn parse_args() -> Result<Args> {
             "--runs" => args.runs = value()?.parse().context("--runs")?,
             "--batch" => args.batch = value()?.parse().context("--batch")?,
             "--net" => args.net = value()?,
-            other => bail!("unknown argument {other} (expected --runs N, --batch N, --net final|baseline|both)"),
+            "--only" => args.only = Some(value()?),
+            "--no-stock" => args.stock = false,
+            "--malloc-tuned" => args.malloc_tuned = true,
+            other => bail!(
+                "unknown argument {other} (expected --runs N, --batch N, \
+                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned)"
+            ),
         }
     }
     if args.runs == 0 || args.batch == 0 {
@@ -163,6 +202,9 @@ fn parse_args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    if args.malloc_tuned {
+        tune_malloc()?;
+    }
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         rayon::ThreadPoolBuilder::new()
             .num_threads(2)
@@ -176,16 +218,20 @@ fn main() -> Result<()> {
     if matches!(args.net.as_str(), "baseline" | "both") {
         set.extend(layers(&[16, 32], 192, 256, "base"));
     }
+    if let Some(only) = &args.only {
+        set.retain(|l| l.name.contains(only.as_str()));
+    }
     if set.is_empty() {
-        bail!("--net must be final, baseline or both");
+        bail!("no layer selected: --net must be final, baseline or both, --only a name part");
     }
 
     let n = args.batch;
     println!(
-        "batch {n}, median of {} runs, {} rayon threads, fast path on flex: {}",
+        "batch {n}, median of {} runs, {} rayon threads, fast path on flex: {}, malloc tuned: {}",
         args.runs,
         rayon::current_num_threads(),
         fastconv::is_fast_path(&Device::flex()),
+        args.malloc_tuned,
     );
     println!(
         "{:<22} {:>9} | {:>9} {:>9} {:>6} {:>6} {:>5} | {:>9} {:>9} {:>6} {:>6} {:>5}",
@@ -205,7 +251,11 @@ fn main() -> Result<()> {
     let mut tot = [0.0f64; 4];
     let (mut flops_fwd, mut flops_train) = (0.0, 0.0);
     for layer in &set {
-        let (sf, st) = time_layer(layer, n, args.runs, Impl::Stock);
+        let (sf, st) = if args.stock {
+            time_layer(layer, n, args.runs, Impl::Stock)
+        } else {
+            (f64::NAN, f64::NAN)
+        };
         let (ff, ft) = time_layer(layer, n, args.runs, Impl::Fast);
         let (f1, f3) = (layer.flops(n), layer.train_flops(n));
         let gf = |flops: f64, ms: f64| flops / ms / 1e6;

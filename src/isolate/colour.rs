@@ -62,41 +62,64 @@ pub fn downsample(img: &RgbImage, factor: u32) -> RgbImage {
     RgbImage::from_raw(ow, oh, out).unwrap_or_else(|| img.clone())
 }
 
-/// The common case (640x480 → 320x240), written so the compiler vectorises it.
+/// The common case (640x480 → 320x240): sum the two rows (vectorised),
+/// then the pixel pairs.
 fn halve(img: &RgbImage) -> RgbImage {
     let (w, h) = img.dimensions();
     let (ow, oh) = (w as usize / 2, h as usize / 2);
     let src = img.as_raw();
     let stride = w as usize * 3;
     let mut out = vec![0u8; ow * oh * 3];
+    let mut pair = vec![0u16; stride];
     for (oy, dst) in out.chunks_exact_mut(ow * 3).enumerate() {
         let top = &src[2 * oy * stride..(2 * oy + 1) * stride];
         let bottom = &src[(2 * oy + 1) * stride..(2 * oy + 2) * stride];
-        for ((d, t), b) in dst
-            .chunks_exact_mut(3)
-            .zip(top.chunks_exact(6))
-            .zip(bottom.chunks_exact(6))
-        {
-            for c in 0..3 {
-                let s = t[c] as u16 + t[c + 3] as u16 + b[c] as u16 + b[c + 3] as u16;
-                d[c] = ((s + 2) >> 2) as u8;
-            }
+        for ((p, &t), &b) in pair.iter_mut().zip(top).zip(bottom) {
+            *p = t as u16 + b as u16 + 1;
+        }
+        for (d, s) in dst.chunks_exact_mut(3).zip(pair.chunks_exact(6)) {
+            d[0] = ((s[0] + s[3]) >> 2) as u8;
+            d[1] = ((s[1] + s[4]) >> 2) as u8;
+            d[2] = ((s[2] + s[5]) >> 2) as u8;
         }
     }
     RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_else(|| img.clone())
 }
 
-/// The smear's background colour: the per-channel median of the brightest
-/// `top_fraction` of pixels (by R+G+B). Channels are at least 1.
-pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
+/// Pixels of the shrunk photo that the colour statistics are taken from:
+/// every fourth pixel of every fourth row (4800 of a 320x240 image), plenty
+/// for a median and a percentile, and sixteen times cheaper.
+const SAMPLE_STEP: usize = 4;
+
+/// Calls `f` on every sampled pixel.
+#[inline(always)]
+fn for_each_sample(img: &RgbImage, mut f: impl FnMut([u8; 3])) {
+    let w = img.width() as usize;
     let raw = img.as_raw();
-    let n = raw.len() / 3;
+    for row in raw.chunks_exact(w * 3).step_by(SAMPLE_STEP) {
+        for px in row.chunks_exact(3 * SAMPLE_STEP) {
+            f([px[0], px[1], px[2]]);
+        }
+        if w % SAMPLE_STEP != 0 {
+            // The chunks stop before the last sampled pixel.
+            let i = (w - w % SAMPLE_STEP) * 3;
+            f([row[i], row[i + 1], row[i + 2]]);
+        }
+    }
+}
+
+/// The smear's background colour: the per-channel median of the brightest
+/// `top_fraction` of pixels (by R+G+B), on a regular sample of the pixels
+/// (every fourth of every fourth row). Channels are at least 1.
+pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
+    let mut hist = [0u32; 766];
+    let mut n = 0u64;
+    for_each_sample(img, |px| {
+        hist[px[0] as usize + px[1] as usize + px[2] as usize] += 1;
+        n += 1;
+    });
     if n == 0 {
         return [255, 255, 255];
-    }
-    let mut hist = [0u32; 766];
-    for px in raw.chunks_exact(3) {
-        hist[px[0] as usize + px[1] as usize + px[2] as usize] += 1;
     }
     let frac = if top_fraction.is_finite() {
         top_fraction.clamp(0.0, 1.0)
@@ -115,14 +138,14 @@ pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
     }
     let mut ch = [[0u32; 256]; 3];
     let mut count = 0u64;
-    for px in raw.chunks_exact(3) {
+    for_each_sample(img, |px| {
         if px[0] as usize + px[1] as usize + px[2] as usize >= threshold {
             ch[0][px[0] as usize] += 1;
             ch[1][px[1] as usize] += 1;
             ch[2][px[2] as usize] += 1;
             count += 1;
         }
-    }
+    });
     let mut out = [255u8; 3];
     for c in 0..3 {
         let half = count.div_ceil(2);
@@ -139,172 +162,276 @@ pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
     out
 }
 
-/// Chromaticity features of a (shrunk) photo, each in percent of the pixel's
-/// mean intensity after white balance against [`Self::background`]:
+/// How one photo's colours are normalised; every colour feature and mask is
+/// defined through it.
 ///
-/// * `blueness_pct` = `(B - R) / mean`: leukocyte stain is strongly positive,
-///   erythrocytes negative, background ~0;
-/// * `magenta_pct` = `((R + B)/2 - G) / mean`: how strongly a pixel is
-///   stained at all (every stain absorbs green);
-/// * `chroma_pct` = `(max - min) / mean`: distance from gray.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ColourFeatures {
-    pub width: u32,
-    pub height: u32,
+/// For a pixel `(R, G, B)` the balanced channels are `R' = R * gain_R` etc.
+/// (the background becomes neutral gray), `S = R' + G' + B'`, and with the
+/// contrast factor `k`:
+///
+/// * blueness `= 300 k (B' - R') / S` percent of the mean: leukocyte stain is
+///   strongly positive, erythrocytes negative, background ~0;
+/// * magenta `= 150 k (R' + B' - 2 G') / S`: how strongly a pixel is stained
+///   at all (every stain absorbs green);
+/// * chroma `= 300 k (max - min) / S`: distance from gray.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ColourModel {
     /// The white reference (background colour) of this photo.
     pub background: [u8; 3],
-    /// Factor the features were multiplied by (>= 1), see [`ColourFeatures::boost_contrast`].
-    pub contrast_gain: f32,
-    pub blueness_pct: Vec<i16>,
-    pub magenta_pct: Vec<i16>,
-    pub chroma_pct: Vec<i16>,
+    /// Per-channel white-balance factor, fixed point (256 = 1).
+    pub channel_gain: [u32; 3],
+    /// Contrast factor `k` (fixed point, 256 = 1), see [`ColourModel::estimate`].
+    pub contrast_gain: u32,
 }
 
-impl ColourFeatures {
-    /// Features of `img` balanced against its own background (see
-    /// [`estimate_background`]) and boosted to a minimum stain contrast
-    /// (see [`ColourFeatures::boost_contrast`]).
-    pub fn compute(img: &RgbImage, cfg: &IsolationConfig) -> ColourFeatures {
-        let background = estimate_background(img, cfg.background_top_fraction);
-        let mut f = Self::with_background(img, background);
-        f.boost_contrast(cfg.stain_reference_chroma_pct, cfg.max_contrast_gain);
-        f
-    }
-
-    /// Features of `img` balanced against a given background colour, no boost.
-    pub fn with_background(img: &RgbImage, background: [u8; 3]) -> ColourFeatures {
-        let luts = balance_luts(background);
-        let recip = reciprocal_lut();
-        let n = (img.width() * img.height()) as usize;
-        let mut blueness = vec![0i16; n];
-        let mut magenta = vec![0i16; n];
-        let mut chroma = vec![0i16; n];
-        for (i, px) in img.as_raw().chunks_exact(3).enumerate() {
-            let r = luts[0][px[0] as usize] as i32;
-            let g = luts[1][px[1] as usize] as i32;
-            let b = luts[2][px[2] as usize] as i32;
-            let k = recip[(r + g + b) as usize];
-            blueness[i] = (((b - r) * k) >> 16) as i16;
-            magenta[i] = (((r + b - 2 * g) * k) >> 17) as i16;
-            chroma[i] = (((r.max(g).max(b) - r.min(g).min(b)) * k) >> 16) as i16;
-        }
-        ColourFeatures {
-            width: img.width(),
-            height: img.height(),
+impl ColourModel {
+    /// White balance against `background`, no contrast normalisation.
+    pub fn with_background(background: [u8; 3]) -> ColourModel {
+        let bg = background.map(|c| c.max(1) as u32);
+        let gray = bg[0] + bg[1] + bg[2];
+        ColourModel {
             background,
-            contrast_gain: 1.0,
-            blueness_pct: blueness,
-            magenta_pct: magenta,
-            chroma_pct: chroma,
+            channel_gain: bg.map(|c| (256 * gray + 3 * c / 2) / (3 * c)),
+            contrast_gain: 256,
         }
     }
 
-    /// The stain strength of the photo: the 90th percentile of chroma. In a
-    /// smear most of the top 10-40% of pixels by chroma are erythrocytes, so
-    /// this measures how strongly the photo is stained (and how much contrast
-    /// the camera kept), whatever its leukocytes look like.
-    pub fn stain_chroma_pct(&self) -> i16 {
+    /// The model of a (shrunk) photo: white balance against its own
+    /// background ([`estimate_background`]), then the contrast factor
+    /// `reference / stain` (clamped to the config's limits), where `stain` is
+    /// the photo's [`ColourModel::stain_chroma_pct`]. Every photo thus gets
+    /// the same stain contrast: a pale or washed-out photo (thin stain,
+    /// another camera, a bright lamp) is judged like a normally stained one,
+    /// and a vivid one does not push erythrocytes over the cytoplasm
+    /// thresholds.
+    pub fn estimate(img: &RgbImage, cfg: &IsolationConfig) -> ColourModel {
+        let mut m = Self::with_background(estimate_background(img, cfg.background_top_fraction));
+        let stain = m.stain_chroma_pct(img).max(1) as f32;
+        let lo = finite_or(cfg.min_contrast_gain, 1.0).clamp(0.1, 1.0);
+        let hi = finite_or(cfg.max_contrast_gain, 1.0).clamp(1.0, 10.0);
+        let k = (cfg.stain_reference_chroma_pct as f32 / stain).clamp(lo, hi);
+        m.contrast_gain = (k * 256.0).round() as u32;
+        m
+    }
+
+    /// How strongly the photo is stained: the 90th percentile of balanced
+    /// chroma (before contrast normalisation), on the same sample as
+    /// the background. In a smear the most chromatic 10-40% of pixels are
+    /// mostly erythrocytes, so this measures the stain and how much contrast
+    /// the camera kept, whatever the photo's leukocytes look like.
+    pub fn stain_chroma_pct(&self, img: &RgbImage) -> u16 {
+        let unit = ColourModel {
+            contrast_gain: 256,
+            ..*self
+        };
         let mut hist = [0u32; 301];
-        for &c in &self.chroma_pct {
-            hist[c.clamp(0, 300) as usize] += 1;
-        }
-        let n = self.chroma_pct.len() as u64;
-        let want = n - n / 10;
+        let mut n = 0u64;
+        let g = unit.channel_gain.map(|v| v as f32);
+        for_each_sample(img, |px| {
+            let (r, gg, b) = (px[0] as f32 * g[0], px[1] as f32 * g[1], px[2] as f32 * g[2]);
+            let spread = r.max(gg).max(b) - r.min(gg).min(b);
+            let c = 300.0 * spread / (r + gg + b).max(1.0);
+            hist[(c as usize).min(300)] += 1;
+            n += 1;
+        });
+        let want = (n - n / 10).max(1);
         let mut seen = 0u64;
-        for (v, &k) in hist.iter().enumerate() {
-            seen += k as u64;
-            if seen >= want.max(1) {
-                return v as i16;
+        for (v, &c) in hist.iter().enumerate() {
+            seen += c as u64;
+            if seen >= want {
+                return v as u16;
             }
         }
         0
     }
 
-    /// Scales every feature by `reference / stain` (at most `max_gain`, never
-    /// below 1) when the photo's stain chroma is below `reference`: a pale or
-    /// washed-out photo (thin stain, other camera, bright lamp) then meets the
-    /// thresholds as a BCCD photo would; normal and strong photos are left alone.
-    pub fn boost_contrast(&mut self, reference_pct: u16, max_gain: f32) {
-        let stain = self.stain_chroma_pct().max(1) as f32;
-        let max_gain = if max_gain.is_finite() {
-            max_gain.clamp(1.0, 10.0)
-        } else {
-            1.0
-        };
-        let gain = (reference_pct as f32 / stain).clamp(1.0, max_gain);
-        if gain <= 1.0 {
-            return;
+    #[inline(always)]
+    fn balanced(&self, px: [u8; 3]) -> [i64; 3] {
+        [
+            px[0] as i64 * self.channel_gain[0] as i64,
+            px[1] as i64 * self.channel_gain[1] as i64,
+            px[2] as i64 * self.channel_gain[2] as i64,
+        ]
+    }
+
+    #[inline(always)]
+    fn scale(&self, px: [u8; 3]) -> (f32, [i64; 3]) {
+        let b = self.balanced(px);
+        let s = (b[0] + b[1] + b[2]).max(1) as f32;
+        (self.contrast_gain as f32 * 300.0 / 256.0 / s, b)
+    }
+
+    /// Blueness of one pixel, percent (see the type's documentation).
+    pub fn blueness_pct(&self, px: [u8; 3]) -> f32 {
+        let (k, b) = self.scale(px);
+        (b[2] - b[0]) as f32 * k
+    }
+
+    /// Magenta of one pixel, percent.
+    pub fn magenta_pct(&self, px: [u8; 3]) -> f32 {
+        let (k, b) = self.scale(px);
+        (b[0] + b[2] - 2 * b[1]) as f32 * k * 0.5
+    }
+
+    /// Chroma of one pixel, percent.
+    pub fn chroma_pct(&self, px: [u8; 3]) -> f32 {
+        let (k, b) = self.scale(px);
+        (b[0].max(b[1]).max(b[2]) - b[0].min(b[1]).min(b[2])) as f32 * k
+    }
+
+    /// `blueness >= t` in exact integer arithmetic: one linear form in
+    /// `R, G, B`, `cr R + cg G + cb B >= 0`, returned as `[cr, cg, cb]`.
+    pub fn blueness_at_least(&self, t_pct: i64) -> [i64; 3] {
+        let k = 300 * self.contrast_gain as i64;
+        let t = 256 * t_pct;
+        let g = self.channel_gain.map(|v| v as i64);
+        [-(k + t) * g[0], -t * g[1], (k - t) * g[2]]
+    }
+
+    /// `chroma >= t` in exact integer arithmetic.
+    #[inline(always)]
+    pub fn chroma_at_least(&self, px: [u8; 3], t_pct: i64) -> bool {
+        let b = self.balanced(px);
+        let spread = b[0].max(b[1]).max(b[2]) - b[0].min(b[1]).min(b[2]);
+        300 * self.contrast_gain as i64 * spread >= 256 * t_pct * (b[0] + b[1] + b[2])
+    }
+}
+
+/// Nearest integer (halves up) without a libm call; values are percentages
+/// well inside +-4000.
+#[inline(always)]
+fn round_i16(v: f32) -> i16 {
+    ((v + 4096.5) as i32 - 4096).clamp(-4096, 4096) as i16
+}
+
+fn finite_or(v: f32, default: f32) -> f32 {
+    if v.is_finite() {
+        v
+    } else {
+        default
+    }
+}
+
+/// A rectangle of the working image (exclusive max).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    pub x: u32,
+    pub y: u32,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Window {
+    /// The whole of a `width x height` image.
+    pub fn whole(width: u32, height: u32) -> Window {
+        Window {
+            x: 0,
+            y: 0,
+            width,
+            height,
         }
-        let g = (gain * 256.0).round() as i32;
-        for plane in [
-            &mut self.blueness_pct,
-            &mut self.magenta_pct,
-            &mut self.chroma_pct,
-        ] {
-            for v in plane.iter_mut() {
-                *v = ((*v as i32 * g) >> 8).clamp(-3000, 3000) as i16;
+    }
+
+    /// Grown by `by` on every side, clipped to a `width x height` image.
+    pub fn grown(&self, by: u32, width: u32, height: u32) -> Window {
+        let x = self.x.saturating_sub(by);
+        let y = self.y.saturating_sub(by);
+        let x1 = (self.x + self.width).saturating_add(by).min(width);
+        let y1 = (self.y + self.height).saturating_add(by).min(height);
+        Window {
+            x,
+            y,
+            width: x1.saturating_sub(x),
+            height: y1.saturating_sub(y),
+        }
+    }
+}
+
+/// Blueness and magenta planes (see [`ColourModel`]) of a window of the
+/// shrunk photo, rounded to whole percent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ColourFeatures {
+    pub width: u32,
+    pub height: u32,
+    pub blueness_pct: Vec<i16>,
+    pub magenta_pct: Vec<i16>,
+}
+
+impl ColourFeatures {
+    /// Features of the whole image.
+    pub fn compute(img: &RgbImage, model: &ColourModel) -> ColourFeatures {
+        Self::compute_in(img, model, Window::whole(img.width(), img.height()))
+    }
+
+    /// Features of the pixels in `win` (which must lie inside `img`).
+    pub fn compute_in(img: &RgbImage, model: &ColourModel, win: Window) -> ColourFeatures {
+        let n = win.width as usize * win.height as usize;
+        let mut blueness = Vec::with_capacity(n);
+        let mut magenta = Vec::with_capacity(n);
+        let w = img.width() as usize;
+        let raw = img.as_raw();
+        let g = model.channel_gain.map(|v| v as f32);
+        let k = model.contrast_gain as f32 * 300.0 / 256.0;
+        for y in win.y as usize..(win.y + win.height) as usize {
+            let row = &raw[(y * w + win.x as usize) * 3..(y * w + (win.x + win.width) as usize) * 3];
+            for px in row.chunks_exact(3) {
+                let r = px[0] as f32 * g[0];
+                let gg = px[1] as f32 * g[1];
+                let b = px[2] as f32 * g[2];
+                let inv = k / (r + gg + b).max(1.0);
+                blueness.push(round_i16((b - r) * inv));
+                magenta.push(round_i16((r + b - 2.0 * gg) * inv * 0.5));
             }
         }
-        self.contrast_gain = gain;
-    }
-}
-
-/// Per channel: `v -> v * gray / background[c]` (clamped to 255), where
-/// `gray` is the background's mean, so the background becomes neutral gray.
-fn balance_luts(background: [u8; 3]) -> [[u8; 256]; 3] {
-    let bg = background.map(|c| c.max(1) as u32);
-    let gray = (bg[0] + bg[1] + bg[2]).div_ceil(3);
-    let mut luts = [[0u8; 256]; 3];
-    for c in 0..3 {
-        for v in 0..256u32 {
-            luts[c][v as usize] = ((v * gray + bg[c] / 2) / bg[c]).min(255) as u8;
+        ColourFeatures {
+            width: win.width,
+            height: win.height,
+            blueness_pct: blueness,
+            magenta_pct: magenta,
         }
     }
-    luts
-}
-
-/// `300 * 2^16 / s` for a channel sum `s` (= percent of the mean, 16 fraction
-/// bits). Sums below 3 (black) are treated as 3 so products stay in `i32`.
-fn reciprocal_lut() -> [i32; 766] {
-    let mut lut = [0i32; 766];
-    for (s, v) in lut.iter_mut().enumerate() {
-        *v = (300 * 65536) / (s.max(3) as i32);
-    }
-    lut
 }
 
 /// Sum of a plane over the `(2r+1)^2` window around each pixel, edges
 /// replicated (so every window has the same pixel count).
 pub fn box_sum(plane: &[i16], width: u32, height: u32, radius: u32) -> Vec<i32> {
     let (w, h) = (width as usize, height as usize);
-    let r = radius as isize;
+    let r = radius as usize;
     let mut horiz = vec![0i32; w * h];
     if w == 0 || h == 0 {
         return horiz;
     }
-    let clamp = |i: isize, n: usize| i.clamp(0, n as isize - 1) as usize;
+    // Rows: running sums over a copy padded with the edge values.
+    let mut padded = vec![0i32; w + 2 * r];
     for y in 0..h {
         let row = &plane[y * w..(y + 1) * w];
+        padded[..r].fill(row[0] as i32);
+        padded[r + w..].fill(row[w - 1] as i32);
+        for (p, &v) in padded[r..r + w].iter_mut().zip(row) {
+            *p = v as i32;
+        }
         let out = &mut horiz[y * w..(y + 1) * w];
-        let mut acc: i32 = (-r..=r).map(|d| row[clamp(d, w)] as i32).sum();
+        let mut acc: i32 = padded[..2 * r + 1].iter().sum();
         out[0] = acc;
-        for x in 1..w {
-            acc += row[clamp(x as isize + r, w)] as i32 - row[clamp(x as isize - r - 1, w)] as i32;
-            out[x] = acc;
+        for (x, o) in out.iter_mut().enumerate().skip(1) {
+            acc += padded[x + 2 * r] - padded[x - 1];
+            *o = acc;
         }
     }
+    // Columns: running sums of whole rows (vectorised), edges replicated.
+    let clamp = |i: isize| i.clamp(0, h as isize - 1) as usize;
     let mut out = vec![0i32; w * h];
     let mut acc: Vec<i32> = vec![0; w];
-    for d in -r..=r {
-        let src = &horiz[clamp(d, h) * w..(clamp(d, h) + 1) * w];
+    for d in -(r as isize)..=r as isize {
+        let src = &horiz[clamp(d) * w..(clamp(d) + 1) * w];
         acc.iter_mut().zip(src).for_each(|(a, s)| *a += s);
     }
     out[..w].copy_from_slice(&acc);
     for y in 1..h {
-        let add = clamp(y as isize + r, h) * w;
-        let sub = clamp(y as isize - r - 1, h) * w;
-        for x in 0..w {
-            acc[x] += horiz[add + x] - horiz[sub + x];
+        let add = &horiz[clamp(y as isize + r as isize) * w..][..w];
+        let sub = &horiz[clamp(y as isize - r as isize - 1) * w..][..w];
+        for ((a, &p), &m) in acc.iter_mut().zip(add).zip(sub) {
+            *a += p - m;
         }
         out[y * w..(y + 1) * w].copy_from_slice(&acc);
     }
@@ -373,28 +500,72 @@ mod tests {
         let scene = [[200u8, 200, 200], [150, 100, 220], [190, 150, 160]];
         let warm = |p: [u8; 3]| {
             [
-                p[0],
-                (p[1] as u32 * 85 / 100) as u8,
-                (p[2] as u32 * 70 / 100) as u8,
+                (p[0] as u32 * 80 / 100) as u8,
+                (p[1] as u32 * 68 / 100) as u8,
+                (p[2] as u32 * 56 / 100) as u8,
             ]
         };
         let neutral = RgbImage::from_fn(3, 1, |x, _| Rgb(scene[x as usize]));
         let cast = RgbImage::from_fn(3, 1, |x, _| Rgb(warm(scene[x as usize])));
-        let a = ColourFeatures::with_background(&neutral, scene[0]);
-        let b = ColourFeatures::with_background(&cast, warm(scene[0]));
+        let a = ColourFeatures::compute(&neutral, &ColourModel::with_background(scene[0]));
+        let b = ColourFeatures::compute(&cast, &ColourModel::with_background(warm(scene[0])));
         for i in 0..3 {
-            assert!(
-                (a.blueness_pct[i] - b.blueness_pct[i]).abs() <= 2,
-                "{a:?} {b:?}"
-            );
-            assert!(
-                (a.magenta_pct[i] - b.magenta_pct[i]).abs() <= 2,
-                "{a:?} {b:?}"
-            );
+            assert!((a.blueness_pct[i] - b.blueness_pct[i]).abs() <= 2, "{a:?} {b:?}");
+            assert!((a.magenta_pct[i] - b.magenta_pct[i]).abs() <= 2, "{a:?} {b:?}");
         }
         assert_eq!(a.blueness_pct[0], 0);
         assert!(a.blueness_pct[1] > 40, "nucleus is blue: {a:?}");
         assert!(a.blueness_pct[2] < 0, "erythrocyte is red: {a:?}");
+    }
+
+    /// A smear-like test card: gray background, reddish disks, a blue blob.
+    fn card(pale: f32) -> RgbImage {
+        let fade = |c: u8| (c as f32 + (255.0 - c as f32) * pale).round() as u8;
+        RgbImage::from_fn(64, 48, |x, y| {
+            let p = if (x as i32 - 40).pow(2) + (y as i32 - 24).pow(2) < 64 {
+                [146, 100, 215]
+            } else if (x / 8 + y / 8) % 2 == 0 {
+                [190, 150, 160]
+            } else {
+                [203, 204, 203]
+            };
+            Rgb(p.map(fade))
+        })
+    }
+
+    #[test]
+    fn contrast_normalisation_makes_a_pale_photo_look_normal() {
+        let cfg = IsolationConfig::default();
+        let normal = card(0.0);
+        let pale = card(0.4);
+        let mn = ColourModel::estimate(&normal, &cfg);
+        let mp = ColourModel::estimate(&pale, &cfg);
+        assert!(mp.stain_chroma_pct(&pale) < mn.stain_chroma_pct(&normal));
+        assert!(mp.contrast_gain > mn.contrast_gain);
+        let nucleus = |img: &RgbImage, m: &ColourModel| m.blueness_pct(img.get_pixel(40, 24).0);
+        let (a, b) = (nucleus(&normal, &mn), nucleus(&pale, &mp));
+        assert!((a - b).abs() < 0.15 * a, "normal {a}, pale {b}");
+    }
+
+    #[test]
+    fn integer_tests_agree_with_the_features() {
+        let cfg = IsolationConfig::default();
+        let img = card(0.2);
+        let m = ColourModel::estimate(&img, &cfg);
+        for t in [-10i64, 0, 5, 20, 40] {
+            let c = m.blueness_at_least(t);
+            for p in img.pixels() {
+                let [r, g, b] = p.0.map(|v| v as i64);
+                let exact = c[0] * r + c[1] * g + c[2] * b >= 0;
+                let approx = m.blueness_pct(p.0);
+                if (approx - t as f32).abs() > 0.01 {
+                    assert_eq!(exact, approx >= t as f32, "{p:?} t={t} blueness={approx}");
+                }
+                if (m.chroma_pct(p.0) - t as f32).abs() > 0.01 {
+                    assert_eq!(m.chroma_at_least(p.0, t), m.chroma_pct(p.0) >= t as f32);
+                }
+            }
+        }
     }
 
     #[test]

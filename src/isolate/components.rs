@@ -1,6 +1,6 @@
-//! Connected components (8-connected) of a mask: one raster pass that unions
-//! provisional labels (union-find), one that resolves them and measures each
-//! component's area and bounding box.
+//! Connected components (8-connected) of a mask: runs of foreground pixels
+//! are joined with the overlapping runs of the row above (union-find), then
+//! each component's area and bounding box are measured.
 
 use image::GrayImage;
 
@@ -27,13 +27,6 @@ impl Component {
         }
     }
 
-    fn add(&mut self, x: u32, y: u32) {
-        self.area_px += 1;
-        self.x_min = self.x_min.min(x);
-        self.y_min = self.y_min.min(y);
-        self.x_max = self.x_max.max(x + 1);
-        self.y_max = self.y_max.max(y + 1);
-    }
 }
 
 /// A label per pixel and the components the labels refer to.
@@ -45,6 +38,25 @@ pub struct Labelling {
     /// raster order of each component's first pixel.
     pub labels: Vec<u32>,
     pub components: Vec<Component>,
+}
+
+impl Labelling {
+    /// The labels of the pixels in `[x, x + width) x [y, y + height)` (which
+    /// must lie inside), same components.
+    pub fn crop(&self, x: u32, y: u32, width: u32, height: u32) -> Labelling {
+        let w = self.width as usize;
+        let mut labels = Vec::with_capacity(width as usize * height as usize);
+        for row in y as usize..(y + height) as usize {
+            let start = row * w + x as usize;
+            labels.extend_from_slice(&self.labels[start..start + width as usize]);
+        }
+        Labelling {
+            width,
+            height,
+            labels,
+            components: self.components.clone(),
+        }
+    }
 }
 
 /// Disjoint sets over `u32` ids with path halving and union by smaller id.
@@ -84,66 +96,86 @@ impl UnionFind {
     }
 }
 
-/// Adds provisional label `l` (0 = none) to the labels seen around a pixel.
-fn join(l: u32, label: &mut u32, sets: &mut UnionFind) {
-    if l != 0 {
-        *label = if *label == 0 || *label == l {
-            l
-        } else {
-            sets.union(*label, l)
-        };
-    }
+/// A horizontal run of foreground pixels `[x0, x1)` in row `y`.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    y: u32,
+    x0: u32,
+    x1: u32,
+    set: u32,
 }
 
 /// Labels the 8-connected components of the non-zero pixels of `mask`.
+///
+/// Works on runs: each row's foreground runs are joined (union-find) with
+/// the runs of the row above that overlap them or touch them diagonally, so
+/// the cost is per run, not per pixel.
 pub fn components(mask: &GrayImage) -> Labelling {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
     let px = mask.as_raw();
-    let mut labels = vec![0u32; w * h];
-    // Provisional label 0 is background; sets are indexed by label.
-    let mut sets = UnionFind::with_len(1);
+    let mut runs: Vec<Run> = Vec::new();
+    let mut sets = UnionFind::default();
+    let mut prev = 0..0; // runs of the previous row
     for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if px[i] == 0 {
-                continue;
+        let row = &px[y * w..(y + 1) * w];
+        let first = runs.len();
+        let mut x = 0;
+        while x < w {
+            // Skip background quickly, eight pixels at a time.
+            while x + 8 <= w && row[x..x + 8].iter().all(|&v| v == 0) {
+                x += 8;
             }
-            // Already-visited neighbours: W, NW, N, NE.
-            let mut label = 0u32;
-            if x > 0 {
-                join(labels[i - 1], &mut label, &mut sets);
+            while x < w && row[x] == 0 {
+                x += 1;
             }
-            if y > 0 {
-                let up = i - w;
-                if x > 0 {
-                    join(labels[up - 1], &mut label, &mut sets);
-                }
-                join(labels[up], &mut label, &mut sets);
-                if x + 1 < w {
-                    join(labels[up + 1], &mut label, &mut sets);
-                }
+            if x >= w {
+                break;
             }
-            labels[i] = if label == 0 { sets.push() } else { label };
+            let x0 = x;
+            while x < w && row[x] != 0 {
+                x += 1;
+            }
+            runs.push(Run {
+                y: y as u32,
+                x0: x0 as u32,
+                x1: x as u32,
+                set: sets.push(),
+            });
         }
+        // Join with overlapping runs of the row above (8-connected: a run
+        // [a, b) touches [c, d) when c <= b and a <= d).
+        let mut j = prev.start;
+        for i in first..runs.len() {
+            let (a, b) = (runs[i].x0, runs[i].x1);
+            while j < prev.end && runs[j].x1 < a {
+                j += 1;
+            }
+            let mut k = j;
+            while k < prev.end && runs[k].x0 <= b {
+                let (si, sk) = (runs[i].set, runs[k].set);
+                sets.union(si, sk);
+                k += 1;
+            }
+        }
+        prev = first..runs.len();
     }
-    // Resolve to compact labels 1..=n in raster order of first appearance.
-    let mut compact = vec![0u32; sets.parent.len()];
+    let mut labels = vec![0u32; w * h];
+    let mut compact = vec![0u32; runs.len()];
     let mut comps: Vec<Component> = Vec::new();
-    for y in 0..h {
-        for x in 0..w {
-            let i = y * w + x;
-            if labels[i] == 0 {
-                continue;
-            }
-            let root = sets.find(labels[i]) as usize;
-            if compact[root] == 0 {
-                comps.push(Component::at(x as u32, y as u32));
-                compact[root] = comps.len() as u32;
-            }
-            let k = compact[root];
-            labels[i] = k;
-            comps[k as usize - 1].add(x as u32, y as u32);
+    for r in &runs {
+        let root = sets.find(r.set) as usize;
+        if compact[root] == 0 {
+            comps.push(Component::at(r.x0, r.y));
+            compact[root] = comps.len() as u32;
         }
+        let k = compact[root];
+        let c = &mut comps[k as usize - 1];
+        c.area_px += r.x1 - r.x0;
+        c.x_min = c.x_min.min(r.x0);
+        c.x_max = c.x_max.max(r.x1);
+        c.y_max = c.y_max.max(r.y + 1);
+        let start = r.y as usize * w;
+        labels[start + r.x0 as usize..start + r.x1 as usize].fill(k);
     }
     Labelling {
         width: mask.width(),
@@ -204,6 +236,47 @@ mod tests {
         let l = components(&from_rows(&["#.#.#.#", "#.#.#.#", "#######"]));
         assert_eq!(l.components.len(), 1);
         assert_eq!(l.components[0].area_px, 15);
+    }
+
+    #[test]
+    fn agrees_with_flood_fill_on_random_masks() {
+        let mut state = 12345u32;
+        for _ in 0..20 {
+            let mask = GrayImage::from_fn(23, 17, |_, _| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                Luma([if (state >> 16) % 3 == 0 { 255 } else { 0 }])
+            });
+            let l = components(&mask);
+            // Flood fill reference.
+            let (w, h) = (23i32, 17i32);
+            let mut seen = vec![0u32; (w * h) as usize];
+            let mut n = 0;
+            for start in 0..(w * h) {
+                if mask.as_raw()[start as usize] == 0 || seen[start as usize] != 0 {
+                    continue;
+                }
+                n += 1;
+                let mut stack = vec![start];
+                seen[start as usize] = n;
+                while let Some(p) = stack.pop() {
+                    for dy in -1..=1 {
+                        for dx in -1..=1 {
+                            let (x, y) = (p % w + dx, p / w + dy);
+                            if x < 0 || y < 0 || x >= w || y >= h {
+                                continue;
+                            }
+                            let q = (y * w + x) as usize;
+                            if mask.as_raw()[q] != 0 && seen[q] == 0 {
+                                seen[q] = n;
+                                stack.push(q as i32);
+                            }
+                        }
+                    }
+                }
+            }
+            assert_eq!(l.labels, seen);
+            assert_eq!(l.components.len(), n as usize);
+        }
     }
 
     #[test]

@@ -34,14 +34,19 @@ pub struct IsolationConfig {
     /// ignores them.
     pub background_top_fraction: f32,
 
-    /// Photos whose stain chroma (90th percentile of balanced chroma, mostly
-    /// erythrocytes) is below this percentage have every colour feature
-    /// multiplied up to it, so a pale or washed-out photo is judged as a
-    /// normally stained one. BCCD photos lie at 17-26%: 16 leaves them as
-    /// they are.
+    /// Every photo's colour features are multiplied by
+    /// `stain_reference_chroma_pct / stain`, where `stain` is the photo's 90th
+    /// percentile of balanced chroma (mostly erythrocytes, so it measures how
+    /// strongly the photo is stained and how much contrast the camera kept).
+    /// The thresholds below are then in units of a typical BCCD photo:
+    /// 20% is the BCCD median (5-95% range 17-26%).
     pub stain_reference_chroma_pct: u16,
 
-    /// The largest such boost: beyond it the noise would be amplified too much.
+    /// Smallest factor of that normalisation (for very vivid photos).
+    pub min_contrast_gain: f32,
+
+    /// Largest factor (for very pale photos): beyond it the pixel noise
+    /// would be amplified into the cytoplasm mask.
     pub max_contrast_gain: f32,
 
     /// Background mask: balanced chroma `(max-min)/mean` below this percentage
@@ -112,20 +117,21 @@ pub struct IsolationConfig {
 impl Default for IsolationConfig {
     fn default() -> Self {
         IsolationConfig {
-            work_max_side_px: 320,
+            work_max_side_px: 240,
             background_top_fraction: 0.2,
-            stain_reference_chroma_pct: 16,
+            stain_reference_chroma_pct: 20,
+            min_contrast_gain: 0.5,
             max_contrast_gain: 2.5,
             background_max_chroma_pct: 6,
             erythrocyte_max_blueness_pct: 20,
-            open_radius_px: 3,
+            open_radius_px: 2,
             seed_min_area_fraction: 0.003,
-            cytoplasm_smooth_radius_px: 2,
+            cytoplasm_smooth_radius_px: 1,
             cytoplasm_min_blueness_pct: 5,
             granule_min_magenta_pct: 16,
-            grow_max_px: 30,
-            fill_radius_px: 3,
-            trim_radius_px: 8,
+            grow_max_px: 20,
+            fill_radius_px: 2,
+            trim_radius_px: 5,
             merge_gap_fraction: 0.1,
             min_area_fraction: 0.005,
             box_margin_fraction: 0.05,
@@ -159,6 +165,7 @@ impl IsolationConfig {
             ("merge_gap_fraction", self.merge_gap_fraction, 0.0, 10.0),
             ("min_area_fraction", self.min_area_fraction, 0.0, 1.0),
             ("box_margin_fraction", self.box_margin_fraction, 0.0, 10.0),
+            ("min_contrast_gain", self.min_contrast_gain, 0.1, 1.0),
             ("max_contrast_gain", self.max_contrast_gain, 1.0, 10.0),
         ];
         for (name, v, lo, hi) in fractions {

@@ -3,7 +3,8 @@
 //!
 //! Resizing averages the source pixels each output pixel covers (like
 //! OpenCV's `INTER_AREA`) when shrinking, so the crop is not aliased, and is
-//! bilinear when enlarging. Fixed-point, separable.
+//! bilinear when enlarging. Separable, columns first (16-bit lanes, 8-bit
+//! weights), then rows.
 
 use super::boxes::LeukocyteBox;
 use image::{Rgb, RgbImage};
@@ -144,7 +145,7 @@ pub fn resize(img: &RgbImage, width: u32, height: u32) -> RgbImage {
     resample(img, r, w, h)
 }
 
-const ONE: u32 = 1 << 14;
+const ONE: u32 = 1 << 8;
 
 /// Fixed-point weights (summing to [`ONE`]) of the source pixels behind each
 /// output pixel along one axis.
@@ -188,25 +189,23 @@ fn taps(n: usize, m: usize) -> Taps {
             }
         }
         let total: f64 = w.iter().sum();
-        let mut fixed: Vec<u32> = w
-            .iter()
-            .map(|v| {
-                if total > 0.0 {
-                    (v / total * ONE as f64).round() as u32
-                } else {
-                    0
-                }
-            })
-            .collect();
+        let offset = t.weights.len();
+        t.weights.extend(w.iter().map(|v| {
+            if total > 0.0 {
+                (v / total * ONE as f64 + 0.5) as u32
+            } else {
+                0
+            }
+        }));
         // Make the weights sum to exactly ONE (rounding), on the largest one.
+        let fixed = &mut t.weights[offset..];
         let sum: u32 = fixed.iter().sum();
         if let Some((k, _)) = fixed.iter().enumerate().max_by_key(|(_, v)| **v) {
             fixed[k] = (fixed[k] + ONE).saturating_sub(sum);
         }
         t.start.push(start);
         t.len.push(fixed.len());
-        t.offset.push(t.weights.len());
-        t.weights.extend_from_slice(&fixed);
+        t.offset.push(offset);
     }
     t
 }
@@ -219,44 +218,41 @@ fn resample(img: &RgbImage, r: Region, ow: u32, oh: u32) -> RgbImage {
     let ty = taps(rh, oh);
     let stride = img.width() as usize * 3;
     let src = img.as_raw();
-    // Horizontal pass over the rows of the region: values scaled by 2^8.
-    let mut tmp = vec![0u32; rh * ow * 3];
-    for y in 0..rh {
-        let row_start = (r.y as usize + y) * stride + r.x as usize * 3;
-        let row = &src[row_start..row_start + rw * 3];
-        let out = &mut tmp[y * ow * 3..(y + 1) * ow * 3];
-        for o in 0..ow {
-            let ws = &tx.weights[tx.offset[o]..tx.offset[o] + tx.len[o]];
-            let mut acc = [0u32; 3];
-            for (k, &wgt) in ws.iter().enumerate() {
-                let p = (tx.start[o] + k) * 3;
-                acc[0] += row[p] as u32 * wgt;
-                acc[1] += row[p + 1] as u32 * wgt;
-                acc[2] += row[p + 2] as u32 * wgt;
-            }
-            for c in 0..3 {
-                out[o * 3 + c] = (acc[c] + 32) >> 6;
-            }
-        }
-    }
-    // Vertical pass.
-    let mut out = vec![0u8; ow * oh * 3];
-    let mut acc = vec![0u32; ow * 3];
-    for o in 0..oh {
-        acc.iter_mut().for_each(|a| *a = 0);
+    let row_of = |y: usize| {
+        let start = (r.y as usize + y) * stride + r.x as usize * 3;
+        &src[start..start + rw * 3]
+    };
+    // Columns: each output row mixes a few source rows. Weights sum to 256,
+    // so the 16-bit sums cannot overflow (255 * 256).
+    let mut rows = vec![0u16; oh * rw * 3];
+    for (o, acc) in rows.chunks_exact_mut(rw * 3).enumerate() {
         let ws = &ty.weights[ty.offset[o]..ty.offset[o] + ty.len[o]];
         for (k, &wgt) in ws.iter().enumerate() {
-            let row = &tmp[(ty.start[o] + k) * ow * 3..(ty.start[o] + k + 1) * ow * 3];
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += v * wgt;
+            let wgt = wgt as u16;
+            let line = row_of(ty.start[o] + k);
+            for (a, &v) in acc.iter_mut().zip(line) {
+                *a += v as u16 * wgt;
             }
         }
-        for (d, &a) in out[o * ow * 3..(o + 1) * ow * 3].iter_mut().zip(&acc) {
-            *d = ((a + (1 << 21)) >> 22).min(255) as u8;
+    }
+    // Rows: each output pixel mixes a few columns of the mixed rows.
+    let mut out = vec![0u8; ow * oh * 3];
+    for (line, dst) in rows.chunks_exact(rw * 3).zip(out.chunks_exact_mut(ow * 3)) {
+        for (o, d) in dst.chunks_exact_mut(3).enumerate() {
+            let ws = &tx.weights[tx.offset[o]..tx.offset[o] + tx.len[o]];
+            let px = &line[tx.start[o] * 3..(tx.start[o] + ws.len()) * 3];
+            let mut acc = [0u32; 3];
+            for (&wgt, p) in ws.iter().zip(px.chunks_exact(3)) {
+                acc[0] += p[0] as u32 * wgt;
+                acc[1] += p[1] as u32 * wgt;
+                acc[2] += p[2] as u32 * wgt;
+            }
+            for c in 0..3 {
+                d[c] = ((acc[c] + (1 << 15)) >> 16).min(255) as u8;
+            }
         }
     }
-    RgbImage::from_raw(ow as u32, oh as u32, out)
-        .unwrap_or_else(|| RgbImage::new(ow as u32, oh as u32))
+    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_else(|| RgbImage::new(ow as u32, oh as u32))
 }
 
 #[cfg(test)]

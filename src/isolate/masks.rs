@@ -5,59 +5,91 @@
 //! * leukocyte: neither, i.e. clearly blue: the stained nuclei;
 //! * cytoplasm: the looser, averaged criterion the nuclei are later grown into.
 
-use super::colour::{box_sum, ColourFeatures};
+use super::colour::{box_sum, ColourFeatures, ColourModel, Window};
 use super::config::IsolationConfig;
-use image::{GrayImage, Luma};
+use image::{GrayImage, Luma, RgbImage};
 
 /// Foreground value of every mask.
 pub const IN: u8 = 255;
 
-fn mask_from(features: &ColourFeatures, test: impl Fn(usize) -> bool) -> GrayImage {
-    let data = (0..features.blueness_pct.len())
-        .map(|i| if test(i) { IN } else { 0 })
+fn mask_by_pixel(img: &RgbImage, test: impl Fn([u8; 3]) -> bool) -> GrayImage {
+    let data = img
+        .as_raw()
+        .chunks_exact(3)
+        .map(|p| if test([p[0], p[1], p[2]]) { IN } else { 0 })
         .collect();
-    GrayImage::from_raw(features.width, features.height, data)
-        .unwrap_or_else(|| GrayImage::new(features.width, features.height))
+    GrayImage::from_raw(img.width(), img.height(), data)
+        .unwrap_or_else(|| GrayImage::new(img.width(), img.height()))
 }
 
 /// Gray pixels: balanced chroma below `background_max_chroma_pct`.
-pub fn background_mask(f: &ColourFeatures, cfg: &IsolationConfig) -> GrayImage {
-    let t = cfg.background_max_chroma_pct.min(300) as i16;
-    mask_from(f, |i| f.chroma_pct[i] < t)
+pub fn background_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
+    let t = cfg.background_max_chroma_pct as i64;
+    mask_by_pixel(img, |p| !model.chroma_at_least(p, t))
 }
 
 /// Stained pixels that lean to red: not background, and blue exceeds red by
 /// less than `erythrocyte_max_blueness_pct` of the mean ("weak blue or strong
 /// red"). Pale cytoplasm also falls in here; it is recovered by growing.
-pub fn erythrocyte_mask(f: &ColourFeatures, cfg: &IsolationConfig) -> GrayImage {
-    let bg = cfg.background_max_chroma_pct.min(300) as i16;
-    let t = cfg.erythrocyte_max_blueness_pct.min(300) as i16;
-    mask_from(f, |i| f.chroma_pct[i] >= bg && f.blueness_pct[i] < t)
+pub fn erythrocyte_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
+    let t_bg = cfg.background_max_chroma_pct as i64;
+    let c = model.blueness_at_least(cfg.erythrocyte_max_blueness_pct as i64);
+    mask_by_pixel(img, |p| {
+        model.chroma_at_least(p, t_bg) && !at_least(&c, p)
+    })
 }
 
-/// Leukocyte (nucleus) pixels: neither background nor erythrocyte. Computed in
-/// one pass; equal to `!background_mask & !erythrocyte_mask`.
-pub fn leukocyte_mask(f: &ColourFeatures, cfg: &IsolationConfig) -> GrayImage {
-    let bg = cfg.background_max_chroma_pct.min(300) as i16;
-    let t = cfg.erythrocyte_max_blueness_pct.min(300) as i16;
-    mask_from(f, |i| f.chroma_pct[i] >= bg && f.blueness_pct[i] >= t)
+#[inline(always)]
+fn at_least(c: &[i64; 3], p: [u8; 3]) -> bool {
+    c[0] * p[0] as i64 + c[1] * p[1] as i64 + c[2] * p[2] as i64 >= 0
 }
 
-/// Cytoplasm pixels, judged on features averaged over a
-/// `(2r+1)^2` window (r = `cytoplasm_smooth_radius_px`): bluer than the
-/// background by `cytoplasm_min_blueness_pct` ("not red"), or stained more
-/// strongly than erythrocytes (`granule_min_magenta_pct`, eosinophil granules).
-pub fn cytoplasm_mask(f: &ColourFeatures, cfg: &IsolationConfig) -> GrayImage {
+/// Leukocyte (nucleus) pixels: neither background nor erythrocyte, i.e.
+/// clearly blue. Equal to `!background_mask & !erythrocyte_mask`; when the
+/// blueness threshold is at least the background's chroma threshold (as by
+/// default) the chroma test is implied and skipped, leaving one linear form
+/// per pixel.
+pub fn leukocyte_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
+    let t_bg = cfg.background_max_chroma_pct as i64;
+    let t = cfg.erythrocyte_max_blueness_pct as i64;
+    let c = model.blueness_at_least(t);
+    if t >= t_bg {
+        // blueness = 300k|B'-R'|/S <= chroma, so blueness >= t implies chroma >= t_bg.
+        mask_by_pixel(img, |p| at_least(&c, p))
+    } else {
+        mask_by_pixel(img, |p| at_least(&c, p) && model.chroma_at_least(p, t_bg))
+    }
+}
+
+/// Cytoplasm pixels, judged on features averaged over a `(2r+1)^2` window
+/// (r = `cytoplasm_smooth_radius_px`): bluer than the background by
+/// `cytoplasm_min_blueness_pct` ("not red"), or stained more strongly than
+/// erythrocytes (`granule_min_magenta_pct`, eosinophil granules).
+pub fn cytoplasm_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
+    cytoplasm_mask_in(img, model, cfg, Window::whole(img.width(), img.height()))
+}
+
+/// [`cytoplasm_mask`] of the pixels in `win` only (a `win`-sized mask),
+/// identical to the same part of the whole-image mask: the averaging window
+/// reaches outside `win` where the image continues.
+pub fn cytoplasm_mask_in(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig, win: Window) -> GrayImage {
     let r = cfg.cytoplasm_smooth_radius_px.min(1000);
-    let window = {
-        let side = 2 * r as i64 + 1;
-        side * side
-    };
+    let outer = win.grown(r, img.width(), img.height());
+    let f = ColourFeatures::compute_in(img, model, outer);
+    let side = 2 * r as i64 + 1;
+    let tb = cfg.cytoplasm_min_blueness_pct as i64 * side * side;
+    let tm = cfg.granule_min_magenta_pct as i64 * side * side;
     let blue = box_sum(&f.blueness_pct, f.width, f.height, r);
     let magenta = box_sum(&f.magenta_pct, f.width, f.height, r);
-    let tb = cfg.cytoplasm_min_blueness_pct as i64 * window;
-    let tm = cfg.granule_min_magenta_pct as i64 * window;
-    mask_from(f, |i| blue[i] as i64 >= tb || magenta[i] as i64 >= tm)
+    let (dx, dy) = ((win.x - outer.x) as usize, (win.y - outer.y) as usize);
+    let ow = outer.width as usize;
+    let mut data = Vec::with_capacity(win.width as usize * win.height as usize);
+    for y in 0..win.height as usize {
+        let start = (y + dy) * ow + dx;
+        let (b, m) = (&blue[start..start + win.width as usize], &magenta[start..start + win.width as usize]);
+        data.extend(b.iter().zip(m).map(|(&b, &m)| if b as i64 >= tb || m as i64 >= tm { IN } else { 0 }));
+    }
+    GrayImage::from_raw(win.width, win.height, data).unwrap_or_else(|| GrayImage::new(win.width, win.height))
 }
 
 /// Number of foreground pixels.
@@ -79,7 +111,7 @@ mod tests {
     use super::*;
     use image::{Rgb, RgbImage};
 
-    fn scene() -> ColourFeatures {
+    fn scene() -> (RgbImage, ColourModel) {
         // background, erythrocyte, nucleus, pale lilac cytoplasm, eosinophil granule
         let px = [
             [203u8, 204, 203],
@@ -89,7 +121,7 @@ mod tests {
             [200, 140, 165],
         ];
         let img = RgbImage::from_fn(5, 1, |x, _| Rgb(px[x as usize]));
-        ColourFeatures::with_background(&img, px[0])
+        (img, ColourModel::with_background(px[0]))
     }
 
     fn row(m: &GrayImage) -> Vec<bool> {
@@ -98,41 +130,56 @@ mod tests {
 
     #[test]
     fn each_mask_picks_its_kind_of_pixel() {
-        let f = scene();
+        let (img, m) = scene();
         let cfg = IsolationConfig {
             cytoplasm_smooth_radius_px: 0,
             ..IsolationConfig::default()
         };
         assert_eq!(
-            row(&background_mask(&f, &cfg)),
+            row(&background_mask(&img, &m, &cfg)),
             [true, false, false, false, false]
         );
         assert_eq!(
-            row(&erythrocyte_mask(&f, &cfg)),
+            row(&erythrocyte_mask(&img, &m, &cfg)),
             [false, true, false, true, true]
         );
         assert_eq!(
-            row(&leukocyte_mask(&f, &cfg)),
+            row(&leukocyte_mask(&img, &m, &cfg)),
             [false, false, true, false, false]
         );
         assert_eq!(
-            row(&cytoplasm_mask(&f, &cfg)),
+            row(&cytoplasm_mask(&img, &m, &cfg)),
             [false, false, true, true, true]
         );
     }
 
     #[test]
     fn leukocyte_is_neither_background_nor_erythrocyte() {
-        let img = RgbImage::from_fn(16, 16, |x, y| {
-            Rgb([(x * 16) as u8, (y * 16) as u8, ((x + y) * 8) as u8])
-        });
-        let f = ColourFeatures::compute(&img, &IsolationConfig::default());
+        let img = RgbImage::from_fn(16, 16, |x, y| Rgb([(x * 16) as u8, (y * 16) as u8, ((x + y) * 8) as u8]));
+        for t in [2u16, 20] {
+            let cfg = IsolationConfig {
+                erythrocyte_max_blueness_pct: t,
+                ..IsolationConfig::default()
+            };
+            let m = ColourModel::estimate(&img, &cfg);
+            let neither = combine(&background_mask(&img, &m, &cfg), &erythrocyte_mask(&img, &m, &cfg), |a, b| !a && !b);
+            assert_eq!(leukocyte_mask(&img, &m, &cfg), neither);
+        }
+    }
+
+    #[test]
+    fn cytoplasm_in_a_window_equals_the_whole_mask_there() {
+        let img = RgbImage::from_fn(40, 30, |x, y| Rgb([(150 + (x * 7 + y * 3) % 60) as u8, (120 + (x * y) % 90) as u8, (140 + (x * 13 + y * 5) % 80) as u8]));
         let cfg = IsolationConfig::default();
-        let neither = combine(
-            &background_mask(&f, &cfg),
-            &erythrocyte_mask(&f, &cfg),
-            |a, b| !a && !b,
-        );
-        assert_eq!(leukocyte_mask(&f, &cfg), neither);
+        let m = ColourModel::estimate(&img, &cfg);
+        let whole = cytoplasm_mask(&img, &m, &cfg);
+        for win in [Window { x: 0, y: 0, width: 40, height: 30 }, Window { x: 5, y: 7, width: 20, height: 10 }, Window { x: 30, y: 25, width: 10, height: 5 }] {
+            let part = cytoplasm_mask_in(&img, &m, &cfg, win);
+            for y in 0..win.height {
+                for x in 0..win.width {
+                    assert_eq!(part.get_pixel(x, y), whole.get_pixel(x + win.x, y + win.y), "{win:?} {x} {y}");
+                }
+            }
+        }
     }
 }

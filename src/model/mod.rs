@@ -228,6 +228,20 @@ pub struct LeukoNet {
 }
 
 impl LeukoNet {
+    /// The same network with every batch norm's momentum set to `momentum`
+    /// (used to recompute exact running statistics, see `train::recalibrate`).
+    pub fn with_bn_momentum(mut self, momentum: f64) -> Self {
+        for b in &mut self.blocks {
+            b.bn.momentum = momentum;
+        }
+        self
+    }
+
+    /// The batch-norm momentum of the first block.
+    pub fn bn_momentum(&self) -> f64 {
+        self.blocks.first().map(|b| b.bn.momentum).unwrap_or(0.1)
+    }
+
     /// `x`: `[batch, 3, height, width]`, RGB in [0, 1]. Returns logits `[batch, classes]`.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         let mut x = x;

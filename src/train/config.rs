@@ -72,6 +72,10 @@ pub struct TrainParams {
     /// Balance classes in training by random oversampling up to the largest class.
     #[serde(default)]
     pub oversample: bool,
+    /// After each epoch, recompute the batch-norm running statistics exactly over
+    /// this many training batches (0 = keep the exponential running averages).
+    #[serde(default)]
+    pub precise_bn_batches: usize,
 }
 
 fn d_batch() -> usize {

@@ -115,6 +115,38 @@ fn argmax(p: &[f32]) -> usize {
         .0
 }
 
+/// Replaces the batch-norm running statistics by their exact average over
+/// `batches` training batches under the current weights ("precise BN").
+///
+/// With 10-15 optimizer steps per epoch the exponential running averages mix
+/// statistics of weights that no longer exist, and eval-mode predictions can
+/// collapse to one class (the Keras twin's finding). Averaging fresh batch
+/// statistics (momentum 1/k for the k-th batch) removes that lag; the weights are
+/// untouched and the usual momentum is restored afterwards.
+pub fn recalibrate(
+    model: LeukoNet,
+    set: &InputSet,
+    order: &[usize],
+    batch: usize,
+    batches: usize,
+    device: &Device,
+) -> LeukoNet {
+    if batches == 0 || order.is_empty() {
+        return model;
+    }
+    let momentum = model.bn_momentum();
+    let mut model = model;
+    let (w, h) = (set.images[0].width(), set.images[0].height());
+    for (k, chunk) in order.chunks(batch.max(1)).take(batches).enumerate() {
+        model = model.with_bn_momentum(1.0 / (k as f64 + 1.0));
+        let imgs: Vec<&RgbImage> = chunk.iter().map(|&i| &set.images[i]).collect();
+        let x = images_tensor(plain_batch(&imgs), imgs.len(), w, h, device);
+        // Train-mode forward updates the running statistics; the output (and its graph) is dropped.
+        drop(model.forward(x));
+    }
+    model.with_bn_momentum(momentum)
+}
+
 /// Mean cross-entropy and predictions of a model on a prepared set.
 pub fn evaluate_set(
     model: &LeukoNet,
@@ -308,6 +340,14 @@ pub fn train(
             ));
         }
         bar.finish_and_clear();
+        model = recalibrate(
+            model,
+            &train_set,
+            &order,
+            bs,
+            cfg.train.precise_bn_batches,
+            &device,
+        );
         let train_m = Metrics::compute(classes.labels(), &truth, &preds);
         let (val_loss, val_preds, _) = evaluate_set(&model, &val_set, opts.eval_batch)?;
         let val_m = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);

@@ -168,6 +168,77 @@ impl Geometry {
     }
 }
 
+impl Geometry {
+    /// Copies output rows `h0 .. h0 + r` of the `channels` planes of one image (`src`,
+    /// `[channels][h][w]`) into `dst` (`planes` rows of `out_len`) in output-band layout:
+    /// position `rr * wp + c`, zero in the discarded columns and after the band, so that
+    /// whole vectors can be summed over. Planes `channels .. planes` are zeroed.
+    fn pack_output(
+        &self,
+        src: &[f32],
+        channels: usize,
+        planes: usize,
+        h0: usize,
+        r: usize,
+        dst: &mut [f32],
+    ) {
+        let (h, w, wp) = (self.h, self.w, self.wp);
+        for (c, plane) in dst.chunks_exact_mut(self.out_len).take(planes).enumerate() {
+            if c >= channels {
+                plane.fill(0.0);
+                continue;
+            }
+            let rows = &src[(c * h + h0) * w..(c * h + h0 + r) * w];
+            for (row, from) in plane.chunks_exact_mut(wp).zip(rows.chunks_exact(w)) {
+                row[..w].copy_from_slice(from);
+                row[w..].fill(0.0);
+            }
+            plane[r * wp..].fill(0.0);
+        }
+    }
+}
+
+/// Sum of `values` over 16 independent lanes: a plain `iter().sum()` is one serial chain of
+/// dependent adds (floating-point addition is not reassociated), ~10 ms per 128x128 layer.
+fn sum(values: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 16];
+    let chunks = values.chunks_exact(16);
+    let rest: f32 = chunks.remainder().iter().sum();
+    for chunk in chunks {
+        for (l, v) in lanes.iter_mut().zip(chunk) {
+            *l += v;
+        }
+    }
+    lanes.iter().sum::<f32>() + rest
+}
+
+/// A zeroed buffer of `len` floats for a result tensor.
+///
+/// Fresh multi-megabyte buffers come straight from `mmap`, and first-touching them 4 KiB page by
+/// page cost as much as the convolution itself on the 128x128 layers (one 32 MiB output is 8192
+/// page faults). Where transparent huge pages are on `madvise` (the default of many
+/// distributions), advising the buffer cuts that to a few dozen 2 MiB faults. Best effort:
+/// failures are ignored and only change speed.
+fn output_buffer(len: usize) -> Vec<f32> {
+    let buf = vec![0.0f32; len];
+    #[cfg(target_os = "linux")]
+    {
+        const HUGE: usize = 2 << 20;
+        let start = buf.as_ptr() as usize;
+        let end = start + len * core::mem::size_of::<f32>();
+        let first = start.next_multiple_of(HUGE);
+        if end >= first + HUGE {
+            let advised = (end - first) / HUGE * HUGE;
+            // SAFETY: `first .. first + advised` lies inside `buf`'s allocation; MADV_HUGEPAGE
+            // only changes how the kernel backs those pages, never their contents.
+            unsafe {
+                libc::madvise(first as *mut libc::c_void, advised, libc::MADV_HUGEPAGE);
+            }
+        }
+    }
+    buf
+}
+
 /// Per-thread scratch buffers, reused across tasks and calls so that steady-state training
 /// allocates nothing but output tensors (fresh multi-megabyte buffers per call cost page faults).
 #[derive(Default)]
@@ -299,7 +370,7 @@ fn conv_driver(
     let c_dst_pad = c_dst.next_multiple_of(MO);
     let geo = Geometry::new(shape, c_src + c_dst_pad);
     let (n, h, w) = (shape.n, shape.h, shape.w);
-    let mut out = vec![0.0f32; n * c_dst * h * w];
+    let mut out = output_buffer(n * c_dst * h * w);
     let out_ptr = SharedOut(out.as_mut_ptr());
     let bands = geo.bands();
     (0..n * bands).into_par_iter().for_each(|task| {
@@ -349,32 +420,16 @@ fn forward_band(
         for s in 0..strips {
             // SAFETY: `available()` was checked before any kernel call (see `super::flex_shape`);
             // the debug assertions above bound every load (strip start + tap offset + STRIP
-            // ≤ in_len within each of the c_src planes) and store (s * STRIP + STRIP ≤ out_len).
+            // ≤ in_len within each of the c_src ≥ 1 planes) and store (s * STRIP + STRIP ≤ out_len
+            // in each of the MO rows of this block).
             unsafe {
                 let x = xb.as_ptr().add(s * STRIP);
                 let y = out.as_mut_ptr().add(s * STRIP);
+                let (w, b) = (wblk.as_ptr(), bias4.as_ptr());
                 if geo.k == 3 {
-                    avx::conv_strip::<3>(
-                        x,
-                        geo.in_len,
-                        geo.wp,
-                        c_src,
-                        wblk.as_ptr(),
-                        bias4.as_ptr(),
-                        y,
-                        geo.out_len,
-                    );
+                    avx::conv3_strip(x, geo.in_len, geo.wp, c_src, w, b, y, geo.out_len);
                 } else {
-                    avx::conv_strip::<1>(
-                        x,
-                        geo.in_len,
-                        geo.wp,
-                        c_src,
-                        wblk.as_ptr(),
-                        bias4.as_ptr(),
-                        y,
-                        geo.out_len,
-                    );
+                    avx::conv1_strip(x, geo.in_len, c_src, w, b, y, geo.out_len);
                 }
             }
         }
@@ -393,10 +448,14 @@ fn weight_bias_grad(
     let geo = Geometry::new(shape, c_in + c_out_pad);
     let taps = shape.k * shape.k;
     let cols = c_in * taps;
+    // 1x1 column blocks run over input planes; pad them to whole blocks with zero planes.
+    let x_planes = if taps == 1 {
+        c_in.next_multiple_of(NJ)
+    } else {
+        c_in
+    };
     let tap_offsets: Vec<usize> = geo.taps().collect();
     let bands = geo.bands();
-    // Output position q of a band lives at this index of the packed output-gradient plane.
-    let shift = geo.lead + geo.halo * geo.wp;
     let zero = || (vec![0.0f32; c_out * cols], vec![0.0f32; c_out]);
     (0..n * bands)
         .into_par_iter()
@@ -406,51 +465,41 @@ fn weight_bias_grad(
             let dy_img = &dy[img * c_out * h * w..(img + 1) * c_out * h * w];
             for (co, acc) in db.iter_mut().enumerate() {
                 let rows = &dy_img[(co * h + h0) * w..(co * h + h0 + r) * w];
-                *acc += rows.iter().sum::<f32>();
+                *acc += sum(rows);
             }
             if !need_weight {
                 return (dw, db);
             }
             let x_img = &x[img * c_in * h * w..(img + 1) * c_in * h * w];
-            with_scratch(c_in * geo.in_len, c_out_pad * geo.in_len, |xb, db_buf| {
-                geo.pack(x_img, c_in, c_in, h0, r, xb);
-                geo.pack(dy_img, c_out, c_out_pad, h0, r, db_buf);
-                let npos = r * geo.wp;
-                let mut block = [[0.0f32; NJ]; MO];
+            with_scratch(x_planes * geo.in_len, c_out_pad * geo.out_len, |xb, dyb| {
+                geo.pack(x_img, c_in, x_planes, h0, r, xb);
+                geo.pack_output(dy_img, c_out, c_out_pad, h0, r, dyb);
+                let nvec = (r * geo.wp).div_ceil(8);
+                let mut block = [0.0f32; MO * NJ];
                 for blk in 0..c_out_pad / MO {
-                    let dyp = db_buf[blk * MO * geo.in_len + shift..].as_ptr();
+                    let dyp = dyb[blk * MO * geo.out_len..].as_ptr();
                     let mut col = 0;
                     while col < cols {
                         let nj = NJ.min(cols - col);
-                        // Columns of one block: consecutive taps of one input channel (3x3), or
-                        // consecutive input channels (1x1); either way a constant pointer stride.
+                        // Columns of one block: consecutive taps of one kernel row (3x3), or
+                        // consecutive input channels (1x1): a constant pointer stride. A short
+                        // last block (1x1 only) reads the zero planes packed after the input
+                        // channels and drops their sums.
                         let (ci, t) = (col / taps, col % taps);
                         let xp = xb[ci * geo.in_len + tap_offsets[t]..].as_ptr();
                         let col_stride = if taps == 1 { geo.in_len } else { 1 };
-                        let same_row = taps == 1 || (t % geo.k) + nj <= geo.k;
-                        debug_assert!(same_row, "3x3 column blocks stay within one kernel row");
-                        // SAFETY: kernels available (checked by the caller); dy rows: MO planes
-                        // of in_len from `shift`, read up to npos rounded up to 8 (masked past
-                        // npos); x columns: reads end at tap offset + npos + 8 + (nj - 1) *
-                        // col_stride, inside the c_in planes by construction of `in_len`.
+                        debug_assert!(taps == 1 || (nj == NJ && t % geo.k == 0));
+                        // SAFETY: kernels available (checked by the caller); dy: MO rows of
+                        // out_len ≥ 8 * nvec floats; x: column reads end at tap offset + 8 * nvec
+                        // + 2 * col_stride, inside the x_planes planes by construction of `in_len`.
                         unsafe {
-                            match nj {
-                                3 => avx::dot_block::<3>(
-                                    dyp, geo.in_len, xp, col_stride, npos, &mut block,
-                                ),
-                                2 => avx::dot_block::<2>(
-                                    dyp, geo.in_len, xp, col_stride, npos, &mut block,
-                                ),
-                                _ => avx::dot_block::<1>(
-                                    dyp, geo.in_len, xp, col_stride, npos, &mut block,
-                                ),
-                            }
+                            avx::dot_block(dyp, geo.out_len, xp, col_stride, nvec, &mut block);
                         }
-                        for (i, row) in block.iter().enumerate() {
+                        for i in 0..MO {
                             let co = blk * MO + i;
                             if co < c_out {
-                                for (j, v) in row.iter().take(nj).enumerate() {
-                                    dw[co * cols + col + j] += v;
+                                for j in 0..nj {
+                                    dw[co * cols + col + j] += block[i * NJ + j];
                                 }
                             }
                         }
@@ -469,25 +518,122 @@ fn weight_bias_grad(
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
-    //! The AVX2 + FMA register blocks. Callers guarantee the CPU features and the bounds.
+    //! The AVX2 + FMA register blocks, in inline assembly.
+    //!
+    //! Written in assembly rather than intrinsics for two measured reasons: with intrinsics LLVM
+    //! hoists the input loads and spills accumulators of these 16-register blocks to the stack,
+    //! and in this crate's dev profile (debug assertions on) every intrinsic load also carries a
+    //! `copy_nonoverlapping` precondition check that forces its value through memory — together
+    //! 3-5x slower. Assembly keeps the blocks identical in every profile.
+    //!
+    //! Register use in both blocks: `ymm0..ymm11` accumulate `acc[i][j]` as `ymm(3 * i + j)`
+    //! for output row `i < 4` and vector/column `j < 3`; `ymm12..ymm14` hold input vectors and
+    //! `ymm15` the broadcast weight or output-gradient vector. Callers guarantee AVX2 and FMA.
 
-    use core::arch::x86_64::*;
+    use core::arch::asm;
 
-    use super::{MO, NV};
+    /// One tap of the forward block: loads three input vectors at `row + 4 * kw` bytes and
+    /// multiply-adds them with the four weights of tap `t` (16 bytes per tap in the packing).
+    macro_rules! tap {
+        ($row:literal, $kw:literal, $t:literal) => {
+            concat!(
+                "vmovups ymm12, [",
+                $row,
+                " + 4*",
+                $kw,
+                "]\n",
+                "vmovups ymm13, [",
+                $row,
+                " + 4*",
+                $kw,
+                " + 32]\n",
+                "vmovups ymm14, [",
+                $row,
+                " + 4*",
+                $kw,
+                " + 64]\n",
+                "vbroadcastss ymm15, [{w} + 16*",
+                $t,
+                "]\n",
+                "vfmadd231ps ymm0, ymm15, ymm12\n",
+                "vfmadd231ps ymm1, ymm15, ymm13\n",
+                "vfmadd231ps ymm2, ymm15, ymm14\n",
+                "vbroadcastss ymm15, [{w} + 16*",
+                $t,
+                " + 4]\n",
+                "vfmadd231ps ymm3, ymm15, ymm12\n",
+                "vfmadd231ps ymm4, ymm15, ymm13\n",
+                "vfmadd231ps ymm5, ymm15, ymm14\n",
+                "vbroadcastss ymm15, [{w} + 16*",
+                $t,
+                " + 8]\n",
+                "vfmadd231ps ymm6, ymm15, ymm12\n",
+                "vfmadd231ps ymm7, ymm15, ymm13\n",
+                "vfmadd231ps ymm8, ymm15, ymm14\n",
+                "vbroadcastss ymm15, [{w} + 16*",
+                $t,
+                " + 12]\n",
+                "vfmadd231ps ymm9, ymm15, ymm12\n",
+                "vfmadd231ps ymm10, ymm15, ymm13\n",
+                "vfmadd231ps ymm11, ymm15, ymm14\n",
+            )
+        };
+    }
 
-    /// One forward register block: `MO` output rows x `NV * 8` positions.
-    ///
-    /// `y[i][p] = bias[i] + Σ_ci Σ_t w[ci][t][i] * x[ci * in_len + off(t) + p]` for
-    /// `p < NV * 8`, with `off(kh * K + kw) = kh * wp + kw`; row `i` of `y` starts at
-    /// `y + i * out_stride`.
+    /// Loads the four biases at `{b}` into the accumulators.
+    macro_rules! init_bias {
+        () => {
+            concat!(
+                "vbroadcastss ymm0, [{b}]\n",
+                "vmovaps ymm1, ymm0\n",
+                "vmovaps ymm2, ymm0\n",
+                "vbroadcastss ymm3, [{b} + 4]\n",
+                "vmovaps ymm4, ymm3\n",
+                "vmovaps ymm5, ymm3\n",
+                "vbroadcastss ymm6, [{b} + 8]\n",
+                "vmovaps ymm7, ymm6\n",
+                "vmovaps ymm8, ymm6\n",
+                "vbroadcastss ymm9, [{b} + 12]\n",
+                "vmovaps ymm10, ymm9\n",
+                "vmovaps ymm11, ymm9\n",
+            )
+        };
+    }
+
+    /// Stores the accumulators as four rows of 24 floats, `{os}` bytes apart, from `{y}`.
+    macro_rules! store_rows {
+        () => {
+            concat!(
+                "vmovups [{y}], ymm0\n",
+                "vmovups [{y} + 32], ymm1\n",
+                "vmovups [{y} + 64], ymm2\n",
+                "add {y}, {os}\n",
+                "vmovups [{y}], ymm3\n",
+                "vmovups [{y} + 32], ymm4\n",
+                "vmovups [{y} + 64], ymm5\n",
+                "add {y}, {os}\n",
+                "vmovups [{y}], ymm6\n",
+                "vmovups [{y} + 32], ymm7\n",
+                "vmovups [{y} + 64], ymm8\n",
+                "add {y}, {os}\n",
+                "vmovups [{y}], ymm9\n",
+                "vmovups [{y} + 32], ymm10\n",
+                "vmovups [{y} + 64], ymm11\n",
+                "vzeroupper\n",
+            )
+        };
+    }
+
+    /// One forward register block of a 3x3 convolution: 4 output rows x 24 positions,
+    /// `y[i][p] = bias[i] + Σ_ci Σ_{kh,kw} w[ci][kh * 3 + kw][i] * x[ci * in_len + kh * wp + kw + p]`,
+    /// row `i` of `y` at `y + i * out_stride`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `x` must be readable for `c_in` planes of `in_len`
-    /// floats up to offset `(K - 1) * (wp + 1) + NV * 8`, `w` for `c_in * K * K * MO` floats,
-    /// `bias` for `MO`, and `y` writable for `MO` rows of `NV * 8`.
-    #[target_feature(enable = "avx2,fma")]
+    /// AVX2 and FMA available; `c_in ≥ 1`; `x` readable for `c_in` planes of `in_len` floats up to
+    /// plane offset `2 * wp + 2 + 24`; `w` readable for `c_in * 36` floats, `bias` for 4; `y`
+    /// writable for 4 rows of 24.
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn conv_strip<const K: usize>(
+    pub(super) unsafe fn conv3_strip(
         x: *const f32,
         in_len: usize,
         wp: usize,
@@ -497,99 +643,172 @@ mod avx {
         y: *mut f32,
         out_stride: usize,
     ) {
-        let mut acc = [[_mm256_setzero_ps(); NV]; MO];
-        for (i, row) in acc.iter_mut().enumerate() {
-            let b = _mm256_broadcast_ss(&*bias.add(i));
-            *row = [b; NV];
-        }
-        for ci in 0..c_in {
-            let xc = x.add(ci * in_len);
-            let wc = w.add(ci * K * K * MO);
-            for kh in 0..K {
-                let xr = xc.add(kh * wp);
-                for kw in 0..K {
-                    let p = xr.add(kw);
-                    let mut xv = [_mm256_setzero_ps(); NV];
-                    for (v, xv) in xv.iter_mut().enumerate() {
-                        *xv = _mm256_loadu_ps(p.add(8 * v));
-                    }
-                    let wt = wc.add((kh * K + kw) * MO);
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let b = _mm256_broadcast_ss(&*wt.add(i));
-                        for (a, xv) in row.iter_mut().zip(xv) {
-                            *a = _mm256_fmadd_ps(b, xv, *a);
-                        }
-                    }
-                }
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            for (v, a) in row.iter().enumerate() {
-                _mm256_storeu_ps(y.add(i * out_stride + 8 * v), *a);
-            }
-        }
+        asm!(
+            init_bias!(),
+            "2:",
+            tap!("{x}", 0, 0),
+            tap!("{x}", 1, 1),
+            tap!("{x}", 2, 2),
+            tap!("{x} + {wp}", 0, 3),
+            tap!("{x} + {wp}", 1, 4),
+            tap!("{x} + {wp}", 2, 5),
+            tap!("{x} + 2*{wp}", 0, 6),
+            tap!("{x} + 2*{wp}", 1, 7),
+            tap!("{x} + 2*{wp}", 2, 8),
+            "add {x}, {il}",
+            "add {w}, 144",
+            "dec {n}",
+            "jnz 2b",
+            store_rows!(),
+            x = inout(reg) x => _,
+            w = inout(reg) w => _,
+            n = inout(reg) c_in => _,
+            y = inout(reg) y => _,
+            wp = in(reg) wp * 4,
+            il = in(reg) in_len * 4,
+            os = in(reg) out_stride * 4,
+            b = in(reg) bias,
+            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+            options(nostack),
+        );
     }
 
-    /// One weight-gradient register block: `out[i][j] = Σ_{q < npos} dy[i * dy_stride + q] *
-    /// x[j * col_stride + q]` for `i < MO`, `j < J`.
+    /// [`conv3_strip`] for a 1x1 convolution: `y[i][p] = bias[i] + Σ_ci w[ci][i] * x[ci * in_len + p]`.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `dy` rows readable up to `npos` (the last partial
-    /// vector is loaded masked), `x` columns readable up to `npos` rounded up to 8.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn dot_block<const J: usize>(
+    /// As [`conv3_strip`] with plane reads up to offset 24 and `w` readable for `c_in * 4` floats.
+    pub(super) unsafe fn conv1_strip(
+        x: *const f32,
+        in_len: usize,
+        c_in: usize,
+        w: *const f32,
+        bias: *const f32,
+        y: *mut f32,
+        out_stride: usize,
+    ) {
+        asm!(
+            init_bias!(),
+            "2:",
+            tap!("{x}", 0, 0),
+            "add {x}, {il}",
+            "add {w}, 16",
+            "dec {n}",
+            "jnz 2b",
+            store_rows!(),
+            x = inout(reg) x => _,
+            w = inout(reg) w => _,
+            n = inout(reg) c_in => _,
+            y = inout(reg) y => _,
+            il = in(reg) in_len * 4,
+            os = in(reg) out_stride * 4,
+            b = in(reg) bias,
+            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+            options(nostack),
+        );
+    }
+
+    /// Multiply-adds the output-gradient vector in `ymm15` with the three input vectors into
+    /// accumulators `ymm(a)`, `ymm(a + 1)`, `ymm(a + 2)`.
+    macro_rules! dot3 {
+        ($a0:literal, $a1:literal, $a2:literal) => {
+            concat!(
+                "vfmadd231ps ymm",
+                $a0,
+                ", ymm15, ymm12\n",
+                "vfmadd231ps ymm",
+                $a1,
+                ", ymm15, ymm13\n",
+                "vfmadd231ps ymm",
+                $a2,
+                ", ymm15, ymm14\n",
+            )
+        };
+    }
+
+    /// One weight-gradient register block: `out[3 * i + j] = Σ_{v < nvec} Σ_{l < 8}
+    /// dy[i * dy_stride + 8v + l] * x[j * col_stride + 8v + l]` for `i < 4`, `j < 3`.
+    ///
+    /// # Safety
+    /// AVX2 and FMA available; `nvec ≥ 1`; the 4 `dy` rows and 3 `x` columns readable for
+    /// `8 * nvec` floats.
+    pub(super) unsafe fn dot_block(
         dy: *const f32,
         dy_stride: usize,
         x: *const f32,
         col_stride: usize,
-        npos: usize,
-        out: &mut [[f32; super::NJ]; MO],
+        nvec: usize,
+        out: &mut [f32; 12],
     ) {
-        let mut acc = [[_mm256_setzero_ps(); J]; MO];
-        let full = npos / 8;
-        for v in 0..full {
-            let q = 8 * v;
-            let mut xv = [_mm256_setzero_ps(); J];
-            for (j, xv) in xv.iter_mut().enumerate() {
-                *xv = _mm256_loadu_ps(x.add(j * col_stride + q));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let d = _mm256_loadu_ps(dy.add(i * dy_stride + q));
-                for (a, xv) in row.iter_mut().zip(xv) {
-                    *a = _mm256_fmadd_ps(d, xv, *a);
-                }
-            }
-        }
-        let rest = npos - 8 * full;
-        if rest > 0 {
-            let q = 8 * full;
-            let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-            let mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(rest as i32), lanes);
-            let mut xv = [_mm256_setzero_ps(); J];
-            for (j, xv) in xv.iter_mut().enumerate() {
-                *xv = _mm256_loadu_ps(x.add(j * col_stride + q));
-            }
-            for (i, row) in acc.iter_mut().enumerate() {
-                let d = _mm256_maskload_ps(dy.add(i * dy_stride + q), mask);
-                for (a, xv) in row.iter_mut().zip(xv) {
-                    *a = _mm256_fmadd_ps(d, xv, *a);
-                }
-            }
-        }
-        for (o, row) in out.iter_mut().zip(&acc) {
-            for (o, a) in o.iter_mut().zip(row) {
-                *o = hsum(*a);
-            }
-        }
-    }
-
-    /// Sum of the eight lanes.
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_shuffle_ps::<0b01>(s, s));
-        _mm_cvtss_f32(s)
+        asm!(
+            "vxorps ymm0, ymm0, ymm0",
+            "vxorps ymm1, ymm1, ymm1",
+            "vxorps ymm2, ymm2, ymm2",
+            "vxorps ymm3, ymm3, ymm3",
+            "vxorps ymm4, ymm4, ymm4",
+            "vxorps ymm5, ymm5, ymm5",
+            "vxorps ymm6, ymm6, ymm6",
+            "vxorps ymm7, ymm7, ymm7",
+            "vxorps ymm8, ymm8, ymm8",
+            "vxorps ymm9, ymm9, ymm9",
+            "vxorps ymm10, ymm10, ymm10",
+            "vxorps ymm11, ymm11, ymm11",
+            "2:",
+            "vmovups ymm12, [{x}]",
+            "vmovups ymm13, [{x} + {cs}]",
+            "vmovups ymm14, [{x} + 2*{cs}]",
+            "vmovups ymm15, [{d}]",
+            dot3!(0, 1, 2),
+            "vmovups ymm15, [{d} + {ds}]",
+            dot3!(3, 4, 5),
+            "vmovups ymm15, [{d} + 2*{ds}]",
+            dot3!(6, 7, 8),
+            "vmovups ymm15, [{d3}]",
+            dot3!(9, 10, 11),
+            "add {x}, 32",
+            "add {d}, 32",
+            "add {d3}, 32",
+            "dec {n}",
+            "jnz 2b",
+            // Horizontal sums, four accumulators at a time: two rounds of pairwise adds leave
+            // [Σa, Σb, Σc, Σd] split over the two 128-bit lanes, which are then added.
+            "vhaddps ymm0, ymm0, ymm1",
+            "vhaddps ymm2, ymm2, ymm3",
+            "vhaddps ymm0, ymm0, ymm2",
+            "vextractf128 xmm1, ymm0, 1",
+            "vaddps xmm0, xmm0, xmm1",
+            "vmovups [{o}], xmm0",
+            "vhaddps ymm4, ymm4, ymm5",
+            "vhaddps ymm6, ymm6, ymm7",
+            "vhaddps ymm4, ymm4, ymm6",
+            "vextractf128 xmm5, ymm4, 1",
+            "vaddps xmm4, xmm4, xmm5",
+            "vmovups [{o} + 16], xmm4",
+            "vhaddps ymm8, ymm8, ymm9",
+            "vhaddps ymm10, ymm10, ymm11",
+            "vhaddps ymm8, ymm8, ymm10",
+            "vextractf128 xmm9, ymm8, 1",
+            "vaddps xmm8, xmm8, xmm9",
+            "vmovups [{o} + 32], xmm8",
+            "vzeroupper",
+            x = inout(reg) x => _,
+            d = inout(reg) dy => _,
+            d3 = inout(reg) dy.wrapping_add(3 * dy_stride) => _,
+            n = inout(reg) nvec => _,
+            cs = in(reg) col_stride * 4,
+            ds = in(reg) dy_stride * 4,
+            o = in(reg) out.as_mut_ptr(),
+            out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
+            out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
+            out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
+            out("ymm12") _, out("ymm13") _, out("ymm14") _, out("ymm15") _,
+            options(nostack),
+        );
     }
 }
 
@@ -597,10 +816,8 @@ mod avx {
 mod avx {
     //! Never called off x86-64: `available()` is false there and callers fall back to burn.
 
-    use super::{MO, NJ};
-
     #[allow(clippy::too_many_arguments)]
-    pub(super) unsafe fn conv_strip<const K: usize>(
+    pub(super) unsafe fn conv3_strip(
         _x: *const f32,
         _in_len: usize,
         _wp: usize,
@@ -613,13 +830,25 @@ mod avx {
         unreachable!("fastconv kernels need x86-64 AVX2")
     }
 
-    pub(super) unsafe fn dot_block<const J: usize>(
+    pub(super) unsafe fn conv1_strip(
+        _x: *const f32,
+        _in_len: usize,
+        _c_in: usize,
+        _w: *const f32,
+        _bias: *const f32,
+        _y: *mut f32,
+        _out_stride: usize,
+    ) {
+        unreachable!("fastconv kernels need x86-64 AVX2")
+    }
+
+    pub(super) unsafe fn dot_block(
         _dy: *const f32,
         _dy_stride: usize,
         _x: *const f32,
         _col_stride: usize,
-        _npos: usize,
-        _out: &mut [[f32; NJ]; MO],
+        _nvec: usize,
+        _out: &mut [f32; 12],
     ) {
         unreachable!("fastconv kernels need x86-64 AVX2")
     }

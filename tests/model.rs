@@ -1,0 +1,271 @@
+//! The network, its file format and the training step.
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::Device;
+use leuko::data::ClassLabel;
+use leuko::model::file::{load_model, model_from_bytes, model_to_bytes, save_model, ModelMeta};
+use leuko::model::NetConfig;
+use leuko::tensors::{images_tensor, labels_tensor};
+use leuko::train::config::InputConfig;
+use rand::{Rng, SeedableRng};
+
+fn meta(net: &NetConfig) -> ModelMeta {
+    ModelMeta {
+        net: net.clone(),
+        classes: ClassLabel::ALL[..4].to_vec(),
+        input: InputConfig::Crop { size: 32 },
+        experiment: "test".into(),
+        seed: 1,
+        epoch: 1,
+        review_threshold: None,
+    }
+}
+
+fn random_batch(n: usize, size: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let x = (0..n * 3 * size * size)
+        .map(|_| rng.random::<f32>())
+        .collect();
+    let y = (0..n).map(|i| i % 4).collect();
+    (x, y)
+}
+
+/// Smooth images (like micrographs) whose class shows in their colour balance.
+fn coloured_batch(n: usize, size: usize, seed: u64) -> (Vec<f32>, Vec<usize>) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let y: Vec<usize> = (0..n).map(|i| i % 4).collect();
+    let mut x = vec![0f32; n * 3 * size * size];
+    for (i, &c) in y.iter().enumerate() {
+        for ch in 0..3 {
+            let base = 0.5 + 0.1 * ((c + ch) % 4) as f32;
+            for p in 0..size * size {
+                x[(i * 3 + ch) * size * size + p] = base + 0.02 * rng.random::<f32>();
+            }
+        }
+    }
+    (x, y)
+}
+
+#[test]
+fn reference_nets_have_the_keras_parameter_counts() {
+    let final_net = NetConfig::new(vec![16, 32, 48, 64], 4);
+    let baseline = NetConfig::new(vec![16, 32], 4);
+    assert_eq!(final_net.keras_param_count(), 122_180);
+    assert_eq!(baseline.keras_param_count(), 17_588);
+    // burn counts trainable parameters; Keras adds 2 running statistics per BN channel.
+    let device = Device::flex();
+    let m = final_net.init(&device);
+    assert_eq!(
+        m.num_params(),
+        122_180,
+        "burn counts running statistics too"
+    );
+    let m = baseline.init(&device);
+    assert_eq!(m.num_params(), 17_588);
+    assert!((final_net.forward_flops(128, 128) / 1e6 - 317.0).abs() < 3.0);
+}
+
+#[test]
+fn output_shape_is_batch_by_classes() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![16, 32], 4).init(&device);
+    let (x, _) = random_batch(3, 48, 1);
+    let logits = net.valid().forward(images_tensor(x, 3, 48, 48, &device));
+    assert_eq!(logits.dims(), [3, 4]);
+    // Non-square inputs (whole photos) work too.
+    let (x, _) = random_batch(2, 32, 2);
+    let logits = net.valid().forward(images_tensor(
+        x[..2 * 3 * 16 * 64].to_vec(),
+        2,
+        64,
+        16,
+        &device,
+    ));
+    assert_eq!(logits.dims(), [2, 4]);
+}
+
+#[test]
+fn training_steps_lower_the_loss_on_a_fixed_batch() {
+    let device = Device::flex().autodiff();
+    device.seed(3);
+    let mut model = NetConfig::new(vec![8, 16], 4).init(&device);
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let (x, y) = coloured_batch(8, 24, 3);
+    let loss_at = |m: &leuko::model::LeukoNet| {
+        let l = loss_fn.forward(
+            m.forward(images_tensor(x.clone(), 8, 24, 24, &device)),
+            labels_tensor(&y, &device),
+        );
+        l.into_data().iter::<f32>().next().unwrap()
+    };
+    let first = loss_at(&model);
+    for _ in 0..15 {
+        let loss = loss_fn.forward(
+            model.forward(images_tensor(x.clone(), 8, 24, 24, &device)),
+            labels_tensor(&y, &device),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    let last = loss_at(&model);
+    assert!(last < first - 0.2, "loss {first} -> {last}");
+}
+
+#[test]
+fn saved_model_reloads_with_identical_predictions() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![8, 16], 4);
+    let model = net.init(&device);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.leuko");
+    save_model(&path, &model, &meta(&net)).unwrap();
+    let (loaded, m) = load_model(&path, &device).unwrap();
+    assert_eq!(m, meta(&net));
+    let (x, _) = random_batch(2, 32, 4);
+    let a = model
+        .valid()
+        .forward(images_tensor(x.clone(), 2, 32, 32, &device))
+        .into_data();
+    let b = loaded
+        .valid()
+        .forward(images_tensor(x, 2, 32, 32, &device))
+        .into_data();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn corrupt_truncated_and_incompatible_model_files_are_clear_errors() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![8, 16], 4);
+    let bytes = model_to_bytes(&net.init(&device), &meta(&net)).unwrap();
+    let err = |b: &[u8]| {
+        model_from_bytes(b, "m.leuko", &device)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err(b"hello").contains("not a leuko model"));
+    assert!(err(&bytes[..30]).contains("m.leuko"));
+    let e = err(&bytes[..bytes.len() - 100]);
+    assert!(e.contains("weights"), "{e}");
+    // A header that describes another network than the weights hold.
+    let other = NetConfig::new(vec![8, 32], 4);
+    let mut swapped = model_to_bytes(&other.init(&device), &meta(&other)).unwrap();
+    let good_header_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
+    let other_header_len = u64::from_le_bytes(swapped[12..20].try_into().unwrap()) as usize;
+    let mut franken = bytes[..20 + good_header_len].to_vec();
+    franken.extend_from_slice(&swapped.split_off(20 + other_header_len));
+    let e = err(&franken);
+    assert!(e.contains("incompatible"), "{e}");
+}
+
+#[test]
+fn eval_mode_agrees_with_train_mode_after_training() {
+    // With few optimizer steps, batch-norm running statistics can lag far behind the
+    // batch statistics; then eval-mode predictions collapse to one class.
+    let device = Device::flex().autodiff();
+    device.seed(5);
+    // Dropout off, so that train mode differs from eval mode only in batch norm.
+    let mut cfg = NetConfig::new(vec![8, 16], 4);
+    cfg.dropout = 0.0;
+    let mut model = cfg.init(&device);
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let (n, size) = (32, 24);
+    let (x, y) = coloured_batch(n, size, 9);
+    for _ in 0..40 {
+        let loss = loss_fn.forward(
+            model.forward(images_tensor(
+                x.clone(),
+                n,
+                size as u32,
+                size as u32,
+                &device,
+            )),
+            labels_tensor(&y, &device),
+        );
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(3e-3, model, grads);
+    }
+    let argmax = |v: Vec<f32>| -> Vec<usize> {
+        v.chunks(4)
+            .map(|c| {
+                c.iter()
+                    .enumerate()
+                    .fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b })
+                    .0
+            })
+            .collect()
+    };
+    let train_mode = argmax(
+        model
+            .forward(images_tensor(
+                x.clone(),
+                n,
+                size as u32,
+                size as u32,
+                &device,
+            ))
+            .into_data()
+            .iter::<f32>()
+            .collect(),
+    );
+    let probs = leuko::train::predict_probs(&model, &[], 8).unwrap();
+    assert!(probs.is_empty());
+    let eval_model = model.valid();
+    let eval_mode = argmax(
+        eval_model
+            .forward(images_tensor(
+                x,
+                n,
+                size as u32,
+                size as u32,
+                &Device::flex(),
+            ))
+            .into_data()
+            .iter::<f32>()
+            .collect(),
+    );
+    let agree = train_mode
+        .iter()
+        .zip(&eval_mode)
+        .filter(|(a, b)| a == b)
+        .count();
+    assert!(
+        agree >= n * 9 / 10,
+        "train {train_mode:?}\neval  {eval_mode:?}"
+    );
+}
+
+#[test]
+fn running_statistics_with_momentum_one_reproduce_train_mode() {
+    let device = Device::flex().autodiff();
+    device.seed(6);
+    let mut cfg = NetConfig::new(vec![8, 16], 4);
+    cfg.dropout = 0.0;
+    cfg.bn_momentum = 1.0;
+    let model = cfg.init(&device);
+    let (x, _) = random_batch(16, 24, 8);
+    let train_logits: Vec<f32> = model
+        .forward(images_tensor(x.clone(), 16, 24, 24, &device))
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let eval_logits: Vec<f32> = model
+        .valid()
+        .forward(images_tensor(x, 16, 24, 24, &Device::flex()))
+        .into_data()
+        .iter::<f32>()
+        .collect();
+    let max_diff = train_logits
+        .iter()
+        .zip(&eval_logits)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f32::max);
+    assert!(
+        max_diff < 1e-3,
+        "max diff {max_diff}\n{train_logits:?}\n{eval_logits:?}"
+    );
+}

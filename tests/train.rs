@@ -1,0 +1,128 @@
+//! Training on the real data: a short run beats chance; an interrupted run resumes.
+
+use leuko::data::{ClassSet, DataDir, Dataset};
+use leuko::split::Split;
+use leuko::train::config::ExperimentConfig;
+use leuko::train::{train, RunDir, TrainOptions};
+use std::path::Path;
+
+fn dataset() -> Dataset {
+    let dir = DataDir::open(Path::new("../shared/data/bccd")).unwrap();
+    Dataset::load(&dir, &ClassSet::default_four()).unwrap()
+}
+
+fn reference_split(ds: &Dataset) -> Split {
+    Split::read(Path::new("../shared/anchors/keras_seed/split.json"), ds).unwrap()
+}
+
+const SMALL: &str = r#"
+name = "small"
+seed = 7
+[input]
+kind = "crop"
+size = 64
+[net]
+blocks = [8, 16]
+[train]
+epochs = 12
+patience = 12
+oversample = true
+learning_rate = 0.003
+"#;
+
+/// burn's random generator is per device and process-wide: runs that must be
+/// reproducible cannot train concurrently in one process.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn opts(dir: &Path, resume: bool) -> TrainOptions {
+    TrainOptions {
+        run_dir: RunDir::new(dir),
+        resume,
+        quiet: true,
+        eval_batch: 64,
+    }
+}
+
+#[test]
+fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ds = dataset();
+    let split = reference_split(&ds);
+    let cfg = ExperimentConfig::parse(SMALL).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = train(&cfg, &ds, &split, &opts(tmp.path(), false)).unwrap();
+    assert!(
+        out.test.kappa > 0.3,
+        "test kappa {} (accuracy {})",
+        out.test.kappa,
+        out.test.accuracy
+    );
+    let rd = RunDir::new(tmp.path());
+    for p in [
+        rd.config(),
+        rd.split(),
+        rd.model(),
+        rd.history(),
+        rd.metrics(),
+        rd.curves(),
+        rd.confusion(),
+    ] {
+        assert!(p.is_file(), "{} missing", p.display());
+    }
+    let history = std::fs::read_to_string(rd.history()).unwrap();
+    assert_eq!(history.lines().count(), out.history.len() + 1);
+    // The run directory's config reproduces the one used.
+    assert_eq!(ExperimentConfig::read(&rd.config()).unwrap(), cfg);
+    // The best epoch's model file reproduces the reported test metrics.
+    let (model, meta) =
+        leuko::model::file::load_model(&rd.model(), &burn::tensor::Device::flex()).unwrap();
+    assert_eq!(meta.epoch, out.best_epoch);
+    let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+    let (_, preds, _) = leuko::train::evaluate_set(&model, &test, 64).unwrap();
+    let m = leuko::metrics::Metrics::compute(&meta.classes, &test.labels, &preds);
+    assert_eq!(m, out.test);
+}
+
+#[test]
+fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let ds = dataset();
+    let mut split = reference_split(&ds);
+    split.train.truncate(48);
+    split.val.truncate(16);
+    split.test.truncate(16);
+    let mut cfg = ExperimentConfig::parse(SMALL).unwrap();
+    cfg.input = leuko::train::config::InputConfig::Crop { size: 32 };
+    cfg.train.epochs = 4;
+    cfg.train.patience = 10;
+
+    let whole = tempfile::tempdir().unwrap();
+    let full = train(&cfg, &ds, &split, &opts(whole.path(), false)).unwrap();
+
+    // "Interrupted" after 2 epochs: the same run with a 2-epoch budget, then resumed.
+    let part = tempfile::tempdir().unwrap();
+    let mut short = cfg.clone();
+    short.train.epochs = 2;
+    train(&short, &ds, &split, &opts(part.path(), false)).unwrap();
+    let resumed = train(&cfg, &ds, &split, &opts(part.path(), true)).unwrap();
+
+    assert_eq!(resumed.history.len(), 4);
+    for (a, b) in full.history.iter().zip(&resumed.history) {
+        assert_eq!(a.epoch, b.epoch);
+        assert!(
+            (a.train_loss - b.train_loss).abs() < 1e-5,
+            "epoch {}: {} vs {}",
+            a.epoch,
+            a.train_loss,
+            b.train_loss
+        );
+        assert!(
+            (a.val_loss - b.val_loss).abs() < 1e-5,
+            "epoch {}: {} vs {}",
+            a.epoch,
+            a.val_loss,
+            b.val_loss
+        );
+    }
+    assert_eq!(full.test, resumed.test);
+}
