@@ -87,6 +87,9 @@ const CASES: &[Case] = &[
     case(3, 7, 5, 3, 9, 1, true),
     case(1, 2, 1, 1, 1, 1, false),
     case(1, 16, 16, 64, 64, 3, true),
+    // Wide rows: several bands per image and more (image, band) tasks than reduction chunks.
+    case(5, 16, 16, 20, 300, 3, true),
+    case(2, 16, 8, 9, 700, 1, true),
 ];
 
 impl Case {
@@ -191,6 +194,17 @@ fn gradients_match_stock_conv2d() {
             (None, None) => {}
             _ => panic!("{c:?}: bias gradient presence differs"),
         }
+    }
+}
+
+#[test]
+fn gradients_are_deterministic() {
+    // Weight and bias gradients are sums over many parallel tasks; the order must not vary.
+    let c = case(5, 16, 16, 20, 300, 3, true);
+    let run = || grads(&c, 77, |x, w, b| conv2d(x, w, b, 1));
+    let first = run();
+    for _ in 0..3 {
+        assert_eq!(run(), first);
     }
 }
 

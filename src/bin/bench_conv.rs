@@ -6,11 +6,13 @@
 //!                                          --only "b0 conv2" --no-stock --malloc-tuned]
 //! ```
 //!
-//! Each measurement is the median of `--runs` timed runs after one warm-up run. "fwd+bwd" runs
-//! on `Device::flex().autodiff()`: forward and `y.backward()` (gradients of `sum(y)`, seeded by
-//! burn with a ones tensor), computing the gradients the network needs (input gradient except for the first layer, whose
-//! input is the image; weight and bias always). GFLOP/s count 2 FLOP per multiply-add of the
-//! convolution products only. Without `RAYON_NUM_THREADS` the pool gets 2 threads.
+//! Each measurement is the median of `--runs` timed runs after one warm-up run. Forward runs on
+//! `Device::flex()`. Backward runs `y.backward()` on `Device::flex().autodiff()` (the gradients
+//! of `sum(y)`; burn seeds them with a ones tensor, whose creation time, the "seed" column, is
+//! measured separately and subtracted), computing the gradients the network needs: input
+//! gradient except for the first block's layers, whose input is the image; weight and bias
+//! always. GFLOP/s count 2 FLOP per multiply-add of the convolution products only. Without
+//! `RAYON_NUM_THREADS` the pool gets 2 threads.
 
 use std::time::Instant;
 
@@ -76,14 +78,17 @@ fn layers(blocks: &[usize], h: usize, w: usize, tag: &str) -> Vec<Layer> {
 
 /// Median of `runs` timings (milliseconds) of `f`, after one untimed warm-up call.
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    median(runs, || {
+        let t0 = Instant::now();
+        f();
+        t0.elapsed().as_secs_f64() * 1e3
+    })
+}
+
+/// Median of `runs` values of `f`, after one untimed warm-up call.
+fn median(runs: usize, mut f: impl FnMut() -> f64) -> f64 {
     f();
-    let mut t: Vec<f64> = (0..runs)
-        .map(|_| {
-            let t0 = Instant::now();
-            f();
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect();
+    let mut t: Vec<f64> = (0..runs).map(|_| f()).collect();
     t.sort_by(f64::total_cmp);
     t[t.len() / 2]
 }
@@ -102,8 +107,18 @@ fn conv(which: Impl, x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, p: usize) -> Tens
     }
 }
 
-/// Times (forward, forward + backward) of `layer` at batch `n`, in milliseconds.
-fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl) -> (f64, f64) {
+/// Median times of one layer, milliseconds.
+#[derive(Clone, Copy)]
+struct Timing {
+    /// Forward on `Device::flex()`.
+    fwd: f64,
+    /// `backward()` on `Device::flex().autodiff()`, minus the median time burn takes to create
+    /// its ones seed of the output's shape (not convolution work, and the same for both).
+    bwd: f64,
+}
+
+/// Times `layer` at batch `n`; `seed` is the time to subtract from each backward.
+fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl, seed: f64) -> Timing {
     let p = layer.k / 2;
     let dims_x = [n, layer.c_in, layer.h, layer.w];
     let dims_w = [layer.c_out, layer.c_in, layer.k, layer.k];
@@ -126,12 +141,25 @@ fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl) -> (f64, f64) {
     };
     let w = Tensor::<4>::random(dims_w, uniform, &ad).require_grad();
     let b = Tensor::<1>::random([layer.c_out], uniform, &ad).require_grad();
-    let train = median_ms(runs, || {
-        // `backward` on a non-scalar seeds it with ones: the gradients of `sum(y)`.
+    let bwd = median(runs, || {
         let y = conv(which, x.clone(), w.clone(), b.clone(), p);
+        // `backward` on a non-scalar seeds it with ones: the gradients of `sum(y)`.
+        let t0 = Instant::now();
         std::hint::black_box(y.backward());
+        t0.elapsed().as_secs_f64() * 1e3
     });
-    (fwd, train)
+    Timing {
+        fwd,
+        bwd: bwd - seed,
+    }
+}
+
+/// Median time burn takes to build the backward seed (a ones tensor) of `layer`'s output.
+fn seed_ms(layer: &Layer, n: usize, runs: usize) -> f64 {
+    let dev = Device::flex();
+    median_ms(runs, || {
+        std::hint::black_box(Tensor::<4>::ones([n, layer.c_out, layer.h, layer.w], &dev));
+    })
 }
 
 /// Makes glibc malloc keep and reuse freed memory instead of returning every large buffer to
@@ -158,6 +186,31 @@ fn tune_malloc() -> Result<()> {
     }
     #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
     bail!("--malloc-tuned needs glibc")
+}
+
+/// Nominal fp32 peak of the 2-core AVX2 machine this was written for (2 cores x 32 FLOP/cycle x
+/// 2.25 GHz), for the percentage printed at the end.
+const PEAK_GFLOPS: f64 = 144.0;
+
+/// Prints one result row: forward and backward, stock and fast, speedups and throughput.
+fn print_row(name: &str, flop_img: f64, flops: [f64; 2], stock: Timing, fast: Timing, seed: f64) {
+    let gf = |flops: f64, ms: f64| flops / ms / 1e6;
+    println!(
+        "{:<26} {:>6.1} | {:>7.1} {:>8.1} {:>6.1} {:>5.2} | {:>7.1} {:>8.1} {:>6.1} {:>5.2} | {:>6.1} {:>5.2} | {:>5.1}",
+        name,
+        flop_img / 1e6,
+        stock.fwd,
+        fast.fwd,
+        gf(flops[0], fast.fwd),
+        stock.fwd / fast.fwd,
+        stock.bwd,
+        fast.bwd,
+        gf(flops[1], fast.bwd),
+        stock.bwd / fast.bwd,
+        gf(flops[0] + flops[1], fast.fwd + fast.bwd),
+        (stock.fwd + stock.bwd) / (fast.fwd + fast.bwd),
+        seed,
+    );
 }
 
 struct Args {
@@ -234,72 +287,62 @@ fn main() -> Result<()> {
         args.malloc_tuned,
     );
     println!(
-        "{:<22} {:>9} | {:>9} {:>9} {:>6} {:>6} {:>5} | {:>9} {:>9} {:>6} {:>6} {:>5}",
-        "layer",
-        "MFLOP/img",
-        "fwd stock",
-        "fwd fast",
-        "GF/s",
-        "GF/s",
-        "x",
-        "trn stock",
-        "trn fast",
-        "GF/s",
-        "GF/s",
-        "x"
+        "{:<26} {:>6} | {:>16} {:>6} {:>5} | {:>16} {:>6} {:>5} | {:>6} {:>5} | {:>5}",
+        "", "MFLOP", "forward ms", "GF/s", "x", "backward ms", "GF/s", "x", "fwd+bwd", "x", "seed"
     );
-    let mut tot = [0.0f64; 4];
-    let (mut flops_fwd, mut flops_train) = (0.0, 0.0);
+    println!(
+        "{:<26} {:>6} | {:>7} {:>8} {:>6} {:>5} | {:>7} {:>8} {:>6} {:>5} | {:>6} {:>5} | {:>5}",
+        "layer", "/img", "stock", "fast", "fast", "", "stock", "fast", "fast", "", "GF/s", "", "ms"
+    );
+    let mut tot = [0.0f64; 5];
+    let (mut flops_fwd, mut flops_bwd) = (0.0, 0.0);
     for layer in &set {
-        let (sf, st) = if args.stock {
-            time_layer(layer, n, args.runs, Impl::Stock)
+        let seed = seed_ms(layer, n, args.runs);
+        let stock = if args.stock {
+            time_layer(layer, n, args.runs, Impl::Stock, seed)
         } else {
-            (f64::NAN, f64::NAN)
+            Timing {
+                fwd: f64::NAN,
+                bwd: f64::NAN,
+            }
         };
-        let (ff, ft) = time_layer(layer, n, args.runs, Impl::Fast);
-        let (f1, f3) = (layer.flops(n), layer.train_flops(n));
-        let gf = |flops: f64, ms: f64| flops / ms / 1e6;
-        println!(
-            "{:<22} {:>9.1} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2}",
-            format!("{} {}x{} {}→{}", layer.name, layer.k, layer.k, layer.c_in, layer.c_out),
-            layer.flops(1) / 1e6,
-            sf,
-            ff,
-            gf(f1, sf),
-            gf(f1, ff),
-            sf / ff,
-            st,
-            ft,
-            gf(f3, st),
-            gf(f3, ft),
-            st / ft,
+        let fast = time_layer(layer, n, args.runs, Impl::Fast, seed);
+        let (f_fwd, f_bwd) = (layer.flops(n), layer.train_flops(n) - layer.flops(n));
+        print_row(
+            &format!(
+                "{} {}x{} {}→{}",
+                layer.name, layer.k, layer.k, layer.c_in, layer.c_out
+            ),
+            layer.flops(1),
+            [f_fwd, f_bwd],
+            stock,
+            fast,
+            seed,
         );
-        for (t, v) in tot.iter_mut().zip([sf, ff, st, ft]) {
+        for (t, v) in tot
+            .iter_mut()
+            .zip([stock.fwd, fast.fwd, stock.bwd, fast.bwd, seed])
+        {
             *t += v;
         }
-        flops_fwd += f1;
-        flops_train += f3;
+        flops_fwd += f_fwd;
+        flops_bwd += f_bwd;
     }
-    let [sf, ff, st, ft] = tot;
-    println!(
-        "{:<22} {:>9.1} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2} | {:>7.1}ms {:>7.1}ms {:>6.1} {:>6.1} {:>5.2}",
+    let [sf, ff, sb, fb, seed] = tot;
+    print_row(
         "TOTAL",
-        flops_fwd / n as f64 / 1e6,
-        sf,
-        ff,
-        flops_fwd / sf / 1e6,
-        flops_fwd / ff / 1e6,
-        sf / ff,
-        st,
-        ft,
-        flops_train / st / 1e6,
-        flops_train / ft / 1e6,
-        st / ft,
+        flops_fwd / n as f64,
+        [flops_fwd, flops_bwd],
+        Timing { fwd: sf, bwd: sb },
+        Timing { fwd: ff, bwd: fb },
+        seed,
     );
     println!(
-        "convolutions alone, fwd+bwd: stock {:.1} img/s, fast {:.1} img/s",
-        n as f64 / st * 1e3,
-        n as f64 / ft * 1e3
+        "all convolutions, forward + backward: stock {:.1} img/s, fast {:.1} img/s \
+         ({:.0}% of {PEAK_GFLOPS} GFLOP/s peak)",
+        n as f64 / (sf + sb) * 1e3,
+        n as f64 / (ff + fb) * 1e3,
+        (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / PEAK_GFLOPS * 100.0,
     );
     Ok(())
 }

@@ -1,11 +1,289 @@
-//! `leuko isolate` (issue 3).
+//! `leuko isolate` (issue 3): find every leukocyte in photos, crop it.
+//!
+//! Exit status: 0 when every input was processed (photos without a
+//! leukocyte included), 2 when some inputs could not be read (each is
+//! reported on stderr, the others are still processed), 1 for usage errors.
 
+use super::DataArgs;
+use anyhow::{bail, Context};
+use leuko::fsutil::{write_atomic, write_atomic_with};
+use leuko::imageio::{has_image_extension, load_rgb};
+use leuko::isolate::{crop, isolate_with_mask, overlay, score_dataset, CropConfig, IsolationConfig, LeukocyteBox};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Find every leukocyte in photos, crop it to 128x128.
+/// Find every leukocyte in photos and crop it to 128x128.
+///
+/// Crops go to DIR/<stem>_<k>.png, k = 0 for the largest leukocyte. A photo
+/// without a leukocyte is reported, not an error.
 #[derive(Debug, clap::Args)]
-pub struct IsolateArgs {}
+pub struct IsolateArgs {
+    /// Photos (jpg, jpeg, png, bmp, tif) or folders (searched recursively).
+    #[arg(value_name = "INPUT")]
+    pub inputs: Vec<PathBuf>,
+    /// Write the crops to DIR/<stem>_<k>.png (k = 0 for the largest leukocyte).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Write every box to a CSV: file,cell,x_min,y_min,x_max,y_max,area_px (photo pixels, max exclusive).
+    #[arg(long, value_name = "FILE.csv")]
+    pub boxes: Option<PathBuf>,
+    /// Also write DIR/<stem>_overlay.png: the photo with the mask outline and the boxes (needs --out).
+    #[arg(long)]
+    pub overlay: bool,
+    /// Score the largest box against the data set's annotations (photos with exactly one WBC box);
+    /// INPUT is optional then.
+    #[arg(long)]
+    pub score: bool,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Context around each box in the crop, as a share of the box's size on each side.
+    #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
+    pub margin: f32,
+    /// Keep the cell's aspect ratio (a square around the box, padded at the photo's edge) instead of stretching.
+    #[arg(long)]
+    pub keep_aspect: bool,
+    /// Side of the square crops in pixels.
+    #[arg(long, default_value_t = 128, value_name = "PX")]
+    pub size: u32,
+    /// Isolation settings: a TOML file with fields of IsolationConfig (missing fields keep their defaults).
+    #[arg(long, value_name = "FILE.toml")]
+    pub config: Option<PathBuf>,
+    /// Print the isolation settings in use as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: IsolateArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// What happened to one input photo.
+struct Outcome {
+    path: PathBuf,
+    result: Result<Vec<LeukocyteBox>, String>,
+}
+
+pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
+    let cfg = match &a.config {
+        Some(p) => {
+            let text = std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
+            IsolationConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?
+        }
+        None => IsolationConfig::default(),
+    };
+    if a.print_config {
+        print!("{}", cfg.to_toml());
+        return Ok(ExitCode::SUCCESS);
+    }
+    if a.inputs.is_empty() && !a.score {
+        bail!("no INPUT given (photos or folders), and no --score; see `leuko isolate --help`");
+    }
+    if a.overlay && a.out.is_none() {
+        bail!("--overlay writes DIR/<stem>_overlay.png: give --out DIR");
+    }
+    if !(a.margin.is_finite() && (0.0..=10.0).contains(&a.margin)) {
+        bail!("--margin {} must be between 0 and 10 (a share of the box size)", a.margin);
+    }
+    if a.size == 0 || a.size > 4096 {
+        bail!("--size {} must be between 1 and 4096 pixels", a.size);
+    }
+    let crop_cfg = CropConfig {
+        size_px: a.size,
+        margin_fraction: a.margin,
+        keep_aspect: a.keep_aspect,
+        ..CropConfig::default()
+    };
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = a.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        builder = builder.num_threads(n);
+    }
+    let pool = builder.build().context("cannot start worker threads")?;
+    pool.install(|| run_in_pool(&a, &cfg, &crop_cfg))
+}
+
+fn run_in_pool(a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) -> anyhow::Result<ExitCode> {
+    let (files, mut bad) = collect_inputs(&a.inputs);
+    if a.out.is_some() {
+        check_unique_stems(&files)?;
+    }
+    if let Some(out) = &a.out {
+        std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    }
+    let pb = leuko::progress::bar(files.len() as u64, "isolate", a.quiet || files.len() < 2);
+    let outcomes: Vec<Outcome> = files
+        .par_iter()
+        .map(|path| {
+            let result = process(path, a, cfg, crop_cfg);
+            if let Err(why) = &result {
+                pb.suspend(|| eprintln!("{}: {why}", path.display()));
+            }
+            pb.inc(1);
+            Outcome {
+                path: path.clone(),
+                result,
+            }
+        })
+        .collect();
+    pb.finish_and_clear();
+
+    let mut n_cells = 0usize;
+    let mut none_found = 0usize;
+    for o in &outcomes {
+        match &o.result {
+            Ok(boxes) if boxes.is_empty() => {
+                none_found += 1;
+                println!("{}: no leukocyte found", o.path.display());
+            }
+            Ok(boxes) => n_cells += boxes.len(),
+            Err(_) => bad += 1,
+        }
+    }
+    if let Some(csv_path) = &a.boxes {
+        write_boxes_csv(csv_path, &outcomes).with_context(|| format!("--boxes {}", csv_path.display()))?;
+    }
+    if !files.is_empty() || bad > 0 {
+        println!(
+            "{} photos: {} leukocytes, {} photos without one, {} unreadable",
+            outcomes.len() - outcomes.iter().filter(|o| o.result.is_err()).count(),
+            n_cells,
+            none_found,
+            bad
+        );
+    }
+    if a.score {
+        let dir = leuko::data::DataDir::resolve(a.data.data.as_deref())?;
+        let report = score_dataset(&dir, cfg)?;
+        print!("{}", report.to_text(10));
+    }
+    Ok(if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// Files to process: given files as they are, folders walked recursively for
+/// photos (by extension), sorted. Paths that do not exist or cannot be
+/// listed are reported on stderr and counted.
+fn collect_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+    let mut files = Vec::new();
+    let mut bad = 0;
+    for input in inputs {
+        if input.is_dir() {
+            let mut found = Vec::new();
+            walk(input, &mut found, &mut bad);
+            found.sort();
+            files.extend(found);
+        } else if input.exists() {
+            files.push(input.clone());
+        } else {
+            eprintln!("{}: no such file or folder", input.display());
+            bad += 1;
+        }
+    }
+    (files, bad)
+}
+
+fn walk(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut usize) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("{}: cannot list the folder: {e}", dir.display());
+            *bad += 1;
+            return;
+        }
+    };
+    for entry in entries {
+        let path = match entry {
+            Ok(e) => e.path(),
+            Err(e) => {
+                eprintln!("{}: cannot list the folder: {e}", dir.display());
+                *bad += 1;
+                continue;
+            }
+        };
+        if path.is_dir() {
+            walk(&path, found, bad);
+        } else if has_image_extension(&path) {
+            found.push(path);
+        }
+    }
+}
+
+/// Crops are named after the photo's stem, so two photos with one stem would
+/// overwrite each other's crops.
+fn check_unique_stems(files: &[PathBuf]) -> anyhow::Result<()> {
+    let mut seen: HashMap<String, &Path> = HashMap::new();
+    for f in files {
+        let stem = stem_of(f);
+        if let Some(first) = seen.insert(stem.clone(), f) {
+            bail!(
+                "{} and {} have the same name stem {stem:?}: their crops would overwrite each other in --out; \
+                 isolate them into different --out folders",
+                first.display(),
+                f.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn stem_of(path: &Path) -> String {
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "photo".to_string())
+}
+
+/// Decode, isolate, write crops and overlay; the error is a reason in words.
+fn process(path: &Path, a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) -> Result<Vec<LeukocyteBox>, String> {
+    let photo = load_rgb(path).map_err(|e| match e {
+        leuko::LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
+        leuko::LeukoError::Io { source, .. } => format!("cannot read the file: {source}"),
+        other => other.to_string(),
+    })?;
+    let iso = isolate_with_mask(&photo, cfg);
+    if let Some(out) = &a.out {
+        let stem = stem_of(path);
+        for (k, b) in iso.boxes.iter().enumerate() {
+            let c = crop(&photo, b, crop_cfg);
+            write_png(&out.join(format!("{stem}_{k}.png")), &c)?;
+        }
+        if a.overlay {
+            write_png(&out.join(format!("{stem}_overlay.png")), &overlay(&photo, &iso))?;
+        }
+    }
+    Ok(iso.boxes)
+}
+
+fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), String> {
+    write_atomic_with(path, |w| {
+        img.write_to(w, image::ImageFormat::Png).map_err(std::io::Error::other)
+    })
+    .map_err(|e| format!("cannot write: {e}"))
+}
+
+fn write_boxes_csv(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    w.write_record(["file", "cell", "x_min", "y_min", "x_max", "y_max", "area_px"])?;
+    for o in outcomes {
+        let Ok(boxes) = &o.result else { continue };
+        let file = o.path.to_string_lossy();
+        for (k, b) in boxes.iter().enumerate() {
+            w.write_record([
+                file.to_string(),
+                k.to_string(),
+                b.x_min.to_string(),
+                b.y_min.to_string(),
+                b.x_max.to_string(),
+                b.y_max.to_string(),
+                b.area_px.to_string(),
+            ])?;
+        }
+    }
+    let bytes = w.into_inner().map_err(|e| anyhow::anyhow!("{e}"))?;
+    write_atomic(path, &bytes)?;
+    Ok(())
 }

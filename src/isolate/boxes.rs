@@ -135,44 +135,31 @@ pub fn merge_close(pieces: &[Piece], gap_fraction: f32) -> (Vec<Piece>, Vec<usiz
 }
 
 /// Scales a working-pixel piece to photo pixels (`factor` per working
-/// pixel), pushes each side out by `margin_fraction` of the box's size and
-/// clips to the `width x height` photo.
-pub fn to_photo(
-    p: &Piece,
-    factor: u32,
-    width: u32,
-    height: u32,
-    margin_fraction: f32,
-) -> LeukocyteBox {
-    let f = factor.max(1) as u64;
-    let clip = |v: u64, hi: u32| v.min(hi as u64) as u32;
-    let (x0, y0) = (
-        clip(p.x_min as u64 * f, width),
-        clip(p.y_min as u64 * f, height),
-    );
-    let (x1, y1) = (
-        clip(p.x_max as u64 * f, width),
-        clip(p.y_max as u64 * f, height),
-    );
+/// pixel), pushes each side out by `edge_px` working pixels and then by
+/// `margin_fraction` of the box's size, and clips to the `width x height` photo.
+pub fn to_photo(p: &Piece, factor: u32, width: u32, height: u32, edge_px: u32, margin_fraction: f32) -> LeukocyteBox {
+    let f = factor.max(1) as i64;
+    let e = edge_px.min(10_000) as i64 * f;
+    let (x0, y0) = (p.x_min as i64 * f - e, p.y_min as i64 * f - e);
+    let (x1, y1) = (p.x_max as i64 * f + e, p.y_max as i64 * f + e);
     let m = if margin_fraction.is_finite() {
         margin_fraction.max(0.0) as f64
     } else {
         0.0
     };
-    let mx = (m * (x1 - x0) as f64).round() as u32;
-    let my = (m * (y1 - y0) as f64).round() as u32;
-    let x_min = x0.saturating_sub(mx);
-    let y_min = y0.saturating_sub(my);
-    let x_max = x1.saturating_add(mx).min(width);
-    let y_max = y1.saturating_add(my).min(height);
-    let area = p.nucleus_area_px as u64 * f * f;
+    let clip_x = |v: i64| v.clamp(0, width as i64) as u32;
+    let clip_y = |v: i64| v.clamp(0, height as i64) as u32;
+    // The margin is a share of the visible part of the box.
+    let mx = (m * (clip_x(x1) - clip_x(x0)) as f64).round() as i64;
+    let my = (m * (clip_y(y1) - clip_y(y0)) as f64).round() as i64;
     let b = LeukocyteBox {
-        x_min,
-        y_min,
-        x_max,
-        y_max,
+        x_min: clip_x(x0 - mx),
+        y_min: clip_y(y0 - my),
+        x_max: clip_x(x1 + mx),
+        y_max: clip_y(y1 + my),
         area_px: 0,
     };
+    let area = p.nucleus_area_px as u64 * (f * f) as u64;
     LeukocyteBox {
         area_px: area.min(b.box_area_px()),
         ..b
@@ -209,11 +196,20 @@ mod tests {
 
     #[test]
     fn scaling_adds_margin_and_clips_to_the_photo() {
-        let b = to_photo(&piece(10, 10, 60, 30, 300), 2, 110, 100, 0.1);
+        let b = to_photo(&piece(10, 10, 60, 30, 300), 2, 110, 100, 0, 0.1);
         // 20..120 x 20..60 in photo pixels, clipped at x = 110 to 20..110,
         // then a margin of 10% of 90 x 40 = 9 x 4 (clipped again).
         assert_eq!((b.x_min, b.y_min, b.x_max, b.y_max), (11, 16, 110, 64));
         assert_eq!(b.area_px, 1200);
+    }
+
+    #[test]
+    fn edge_is_added_before_the_margin() {
+        let b = to_photo(&piece(10, 10, 20, 20, 10), 3, 640, 480, 1, 0.0);
+        assert_eq!((b.x_min, b.y_min, b.x_max, b.y_max), (27, 27, 63, 63));
+        let b = to_photo(&piece(0, 0, 20, 20, 10), 3, 640, 480, 1, 0.5);
+        // 0..63 after the edge (clipped at 0), margin 32 on each side.
+        assert_eq!((b.x_min, b.x_max), (0, 95));
     }
 
     #[test]

@@ -21,45 +21,128 @@ pub fn work_factor(width: u32, height: u32, max_side: u32) -> u32 {
 /// a `factor x factor` block (fewer at the right and bottom edges when the
 /// size is not a multiple). The output is `ceil(w/f) x ceil(h/f)`.
 pub fn downsample(img: &RgbImage, factor: u32) -> RgbImage {
-    let factor = factor.max(1);
-    let (w, h) = img.dimensions();
-    if factor == 1 || w == 0 || h == 0 {
+    let f = factor.max(1) as usize;
+    if f == 1 || img.width() == 0 || img.height() == 0 {
         return img.clone();
     }
-    if factor == 2 && w % 2 == 0 && h % 2 == 0 {
-        return halve(img);
+    match f {
+        2 if img.width() % 2 == 0 && img.height() % 2 == 0 => halve(img),
+        2 => shrink_by::<2>(img),
+        3 => shrink_by::<3>(img),
+        4 => shrink_by::<4>(img),
+        _ => shrink_any(img, f),
     }
-    let (ow, oh) = (w.div_ceil(factor), h.div_ceil(factor));
+}
+
+/// Box-average shrink by a factor known at compile time (unrolled).
+fn shrink_by<const F: usize>(img: &RgbImage) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (ow, oh) = (w.div_ceil(F), h.div_ceil(F));
+    let full_w = w / F;
     let src = img.as_raw();
-    let mut out = vec![0u8; ow as usize * oh as usize * 3];
-    let mut acc = vec![0u32; ow as usize * 3];
-    let mut count_x = vec![0u32; ow as usize];
-    for x in 0..w {
-        count_x[(x / factor) as usize] += 1;
-    }
-    for oy in 0..oh {
-        acc.iter_mut().for_each(|a| *a = 0);
-        let y0 = oy * factor;
-        let y1 = (y0 + factor).min(h);
+    let stride = w * 3;
+    let mut out = vec![0u8; ow * oh * 3];
+    // Column sums of F rows fit 16 bits (F <= 4: 4 * 255), block sums too
+    // (16 * 255).
+    let mut rows = vec![0u16; stride];
+    let mut blocks = vec![0u16; stride];
+    let full = (F * F) as u32;
+    // Rounded mean of a full block, (s + n/2) / n, as a 16-bit multiply-high:
+    // exact for every sum up to 16 * 255 since m * n - 2^16 < n.
+    let m = 65536u32.div_ceil(full).min(65535);
+    for (oy, dst) in out.chunks_exact_mut(ow * 3).enumerate() {
+        let (y0, y1) = (oy * F, ((oy + 1) * F).min(h));
+        rows.fill(0);
         for y in y0..y1 {
-            let row = &src[(y as usize * w as usize) * 3..(y as usize + 1) * w as usize * 3];
-            for (x, px) in row.chunks_exact(3).enumerate() {
-                let o = (x / factor as usize) * 3;
-                acc[o] += px[0] as u32;
-                acc[o + 1] += px[1] as u32;
-                acc[o + 2] += px[2] as u32;
+            for (a, &v) in rows.iter_mut().zip(&src[y * stride..(y + 1) * stride]) {
+                *a += v as u16;
             }
         }
-        let rows = y1 - y0;
-        let dst = &mut out[oy as usize * ow as usize * 3..(oy as usize + 1) * ow as usize * 3];
-        for ox in 0..ow as usize {
-            let n = count_x[ox] * rows;
+        let n_rows = (y1 - y0) as u32;
+        if n_rows as usize == F && full_w > 0 {
+            // blocks[i] = rows[i] + rows[i+3] + ... (F terms), vectorised;
+            // the block sum of pixel x, channel c, is blocks[3F x + c].
+            let len = full_w * F * 3 - 3 * (F - 1);
+            let b = &mut blocks[..len];
+            b.copy_from_slice(&rows[..len]);
+            for k in 1..F {
+                let r = &rows[3 * k..3 * k + len];
+                for i in 0..len {
+                    b[i] += r[i];
+                }
+            }
+            let (half, m) = (full as u16 / 2, m as u16);
+            for v in b.iter_mut() {
+                *v = (((*v + half) as u32 * m as u32) >> 16) as u16;
+            }
+            let d = &mut dst[..full_w * 3];
+            for x in 0..full_w {
+                d[3 * x] = b[3 * F * x] as u8;
+                d[3 * x + 1] = b[3 * F * x + 1] as u8;
+                d[3 * x + 2] = b[3 * F * x + 2] as u8;
+            }
+        } else {
+            let n = n_rows * F as u32;
+            for (d, s) in dst.chunks_exact_mut(3).zip(rows.chunks_exact(3 * F)) {
+                let mut acc = [0u32; 3];
+                for k in 0..F {
+                    acc[0] += s[3 * k] as u32;
+                    acc[1] += s[3 * k + 1] as u32;
+                    acc[2] += s[3 * k + 2] as u32;
+                }
+                for c in 0..3 {
+                    d[c] = ((acc[c] + n / 2) / n) as u8;
+                }
+            }
+        }
+        if full_w < ow {
+            // The last, partial column of blocks.
+            let mut acc = [0u32; 3];
+            for px in rows[full_w * F * 3..].chunks_exact(3) {
+                for c in 0..3 {
+                    acc[c] += px[c] as u32;
+                }
+            }
+            let n = n_rows * (w - full_w * F) as u32;
             for c in 0..3 {
-                dst[ox * 3 + c] = ((acc[ox * 3 + c] + n / 2) / n) as u8;
+                dst[full_w * 3 + c] = ((acc[c] + n / 2) / n) as u8;
             }
         }
     }
-    RgbImage::from_raw(ow, oh, out).unwrap_or_else(|| img.clone())
+    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_else(|| img.clone())
+}
+
+/// Box-average shrink by any factor.
+fn shrink_any(img: &RgbImage, f: usize) -> RgbImage {
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let (ow, oh) = (w.div_ceil(f), h.div_ceil(f));
+    let src = img.as_raw();
+    let stride = w * 3;
+    let mut out = vec![0u8; ow * oh * 3];
+    let mut rows = vec![0u32; stride];
+    for (oy, dst) in out.chunks_exact_mut(ow * 3).enumerate() {
+        let (y0, y1) = (oy * f, ((oy + 1) * f).min(h));
+        rows.fill(0);
+        for y in y0..y1 {
+            for (a, &v) in rows.iter_mut().zip(&src[y * stride..(y + 1) * stride]) {
+                *a += v as u32;
+            }
+        }
+        for (ox, d) in dst.chunks_exact_mut(3).enumerate() {
+            let (x0, x1) = (ox * f, ((ox + 1) * f).min(w));
+            let n = ((x1 - x0) * (y1 - y0)) as u32;
+            let mut sum = [0u32; 3];
+            for px in rows[x0 * 3..x1 * 3].chunks_exact(3) {
+                sum[0] += px[0];
+                sum[1] += px[1];
+                sum[2] += px[2];
+            }
+            for c in 0..3 {
+                d[c] = ((sum[c] + n / 2) / n) as u8;
+            }
+        }
+    }
+    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_else(|| img.clone())
 }
 
 /// The common case (640x480 → 320x240): sum the two rows (vectorised),
@@ -95,6 +178,9 @@ const SAMPLE_STEP: usize = 4;
 #[inline(always)]
 fn for_each_sample(img: &RgbImage, mut f: impl FnMut([u8; 3])) {
     let w = img.width() as usize;
+    if w == 0 || img.height() == 0 {
+        return;
+    }
     let raw = img.as_raw();
     for row in raw.chunks_exact(w * 3).step_by(SAMPLE_STEP) {
         for px in row.chunks_exact(3 * SAMPLE_STEP) {
@@ -279,21 +365,22 @@ impl ColourModel {
         (b[0].max(b[1]).max(b[2]) - b[0].min(b[1]).min(b[2])) as f32 * k
     }
 
-    /// `blueness >= t` in exact integer arithmetic: one linear form in
-    /// `R, G, B`, `cr R + cg G + cb B >= 0`, returned as `[cr, cg, cb]`.
-    pub fn blueness_at_least(&self, t_pct: i64) -> [i64; 3] {
+    /// `blueness > t` in exact integer arithmetic: one linear form in
+    /// `R, G, B`, `cr R + cg G + cb B > 0`, returned as `[cr, cg, cb]`.
+    /// Strict, so that black pixels (no light, blueness undefined) are never in.
+    pub fn blueness_above(&self, t_pct: i64) -> [i64; 3] {
         let k = 300 * self.contrast_gain as i64;
         let t = 256 * t_pct;
         let g = self.channel_gain.map(|v| v as i64);
         [-(k + t) * g[0], -t * g[1], (k - t) * g[2]]
     }
 
-    /// `chroma >= t` in exact integer arithmetic.
+    /// `chroma > t` in exact integer arithmetic (black pixels: never).
     #[inline(always)]
-    pub fn chroma_at_least(&self, px: [u8; 3], t_pct: i64) -> bool {
+    pub fn chroma_above(&self, px: [u8; 3], t_pct: i64) -> bool {
         let b = self.balanced(px);
         let spread = b[0].max(b[1]).max(b[2]) - b[0].min(b[1]).min(b[2]);
-        300 * self.contrast_gain as i64 * spread >= 256 * t_pct * (b[0] + b[1] + b[2])
+        300 * self.contrast_gain as i64 * spread > 256 * t_pct * (b[0] + b[1] + b[2])
     }
 }
 
@@ -482,6 +569,16 @@ mod tests {
     }
 
     #[test]
+    fn every_shrink_path_agrees_with_the_general_one() {
+        for (w, h) in [(13u32, 7u32), (12, 9), (1, 5), (640, 480), (641, 481)] {
+            let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 7 + y) as u8, (y * 13 + x * x) as u8, (x ^ y) as u8]));
+            for f in 2..=5usize {
+                assert_eq!(downsample(&img, f as u32), shrink_any(&img, f), "{w}x{h} by {f}");
+            }
+        }
+    }
+
+    #[test]
     fn background_is_the_median_of_the_brightest_pixels() {
         // 70% dark red "cells", 30% light gray background with one glint.
         let mut img = RgbImage::from_pixel(10, 10, Rgb([150, 90, 100]));
@@ -553,19 +650,23 @@ mod tests {
         let img = card(0.2);
         let m = ColourModel::estimate(&img, &cfg);
         for t in [-10i64, 0, 5, 20, 40] {
-            let c = m.blueness_at_least(t);
+            let c = m.blueness_above(t);
             for p in img.pixels() {
                 let [r, g, b] = p.0.map(|v| v as i64);
-                let exact = c[0] * r + c[1] * g + c[2] * b >= 0;
+                let exact = c[0] * r + c[1] * g + c[2] * b > 0;
                 let approx = m.blueness_pct(p.0);
                 if (approx - t as f32).abs() > 0.01 {
-                    assert_eq!(exact, approx >= t as f32, "{p:?} t={t} blueness={approx}");
+                    assert_eq!(exact, approx > t as f32, "{p:?} t={t} blueness={approx}");
                 }
                 if (m.chroma_pct(p.0) - t as f32).abs() > 0.01 {
-                    assert_eq!(m.chroma_at_least(p.0, t), m.chroma_pct(p.0) >= t as f32);
+                    assert_eq!(m.chroma_above(p.0, t), m.chroma_pct(p.0) > t as f32);
                 }
             }
         }
+        // Black has no colour: never blue, never chromatic.
+        let c = m.blueness_above(20);
+        assert!(c[0] * 0 + c[1] * 0 + c[2] * 0 <= 0);
+        assert!(!m.chroma_above([0, 0, 0], 6));
     }
 
     #[test]

@@ -49,12 +49,14 @@ pub struct IsolationConfig {
     /// would be amplified into the cytoplasm mask.
     pub max_contrast_gain: f32,
 
-    /// Background mask: balanced chroma `(max-min)/mean` below this percentage
-    /// is gray. The background's own pixel noise has a spread of 2-4%.
+    /// Background mask: balanced chroma `(max-min)/mean` at most this
+    /// percentage is gray. The background's own pixel noise has a spread of
+    /// 2-4%; stained cells are above 8%.
     pub background_max_chroma_pct: u16,
 
-    /// Erythrocyte mask: pixels whose blue exceeds red by less than this
-    /// percentage of the mean, `(B-R)/mean < t` ("weak blue or strong red").
+    /// Erythrocyte mask: stained pixels whose blue exceeds red by at most this
+    /// percentage of the mean, `(B-R)/mean <= t` ("weak blue or strong red");
+    /// the leukocyte mask is the pixels above it.
     /// Erythrocytes sit at -20..-5%, background at 0, pale cytoplasm at
     /// 4..16%, stained nuclei at 25..80% (median per photo 29..69%); the
     /// histogram of all pixels has its valley between 16 and 24%.
@@ -107,6 +109,12 @@ pub struct IsolationConfig {
     /// lymphocytes in BCCD and about twice a large platelet.
     pub min_area_fraction: f32,
 
+    /// The mask's outline lies about this many working pixels inside the
+    /// cell's edge: shrinking and averaging blur the edge over a few pixels
+    /// and the cytoplasm thresholds cut the blur above half-way. Each side of
+    /// a box is pushed out by it (one working pixel: the averaging radius).
+    pub edge_px: u32,
+
     /// Each side of a found box is pushed out by this share of the box's
     /// size: the mask stops where the cell's blurred edge crosses the
     /// thresholds, a few pixels inside the cell's outline, while a box that
@@ -134,7 +142,8 @@ impl Default for IsolationConfig {
             trim_radius_px: 5,
             merge_gap_fraction: 0.1,
             min_area_fraction: 0.005,
-            box_margin_fraction: 0.05,
+            edge_px: 1,
+            box_margin_fraction: 0.03,
         }
     }
 }
@@ -185,6 +194,7 @@ impl IsolationConfig {
             ("grow_max_px", self.grow_max_px),
             ("fill_radius_px", self.fill_radius_px),
             ("trim_radius_px", self.trim_radius_px),
+            ("edge_px", self.edge_px),
         ] {
             if v > 1000 {
                 return bad(format!("{name} = {v} (at most 1000)"));

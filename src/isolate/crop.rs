@@ -188,21 +188,22 @@ fn taps(n: usize, m: usize) -> Taps {
                 w.push(frac);
             }
         }
+        // Fixed-point weights from rounded cumulative sums: they add up to
+        // exactly ONE whatever the number of taps.
         let total: f64 = w.iter().sum();
         let offset = t.weights.len();
-        t.weights.extend(w.iter().map(|v| {
-            if total > 0.0 {
-                (v / total * ONE as f64 + 0.5) as u32
-            } else {
-                0
-            }
-        }));
-        // Make the weights sum to exactly ONE (rounding), on the largest one.
-        let fixed = &mut t.weights[offset..];
-        let sum: u32 = fixed.iter().sum();
-        if let Some((k, _)) = fixed.iter().enumerate().max_by_key(|(_, v)| **v) {
-            fixed[k] = (fixed[k] + ONE).saturating_sub(sum);
+        let mut cum = 0.0;
+        let mut prev = 0u32;
+        for v in &w {
+            cum += if total > 0.0 { v / total } else { 1.0 / w.len() as f64 };
+            let next = ((cum * ONE as f64).round() as u32).min(ONE);
+            t.weights.push(next - prev);
+            prev = next;
         }
+        if let Some(last) = t.weights[offset..].last_mut() {
+            *last += ONE - prev;
+        }
+        let fixed = &t.weights[offset..];
         t.start.push(start);
         t.len.push(fixed.len());
         t.offset.push(offset);

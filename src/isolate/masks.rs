@@ -22,26 +22,24 @@ fn mask_by_pixel(img: &RgbImage, test: impl Fn([u8; 3]) -> bool) -> GrayImage {
         .unwrap_or_else(|| GrayImage::new(img.width(), img.height()))
 }
 
-/// Gray pixels: balanced chroma below `background_max_chroma_pct`.
+/// Gray pixels: balanced chroma at most `background_max_chroma_pct`.
 pub fn background_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
     let t = cfg.background_max_chroma_pct as i64;
-    mask_by_pixel(img, |p| !model.chroma_at_least(p, t))
+    mask_by_pixel(img, |p| !model.chroma_above(p, t))
 }
 
 /// Stained pixels that lean to red: not background, and blue exceeds red by
-/// less than `erythrocyte_max_blueness_pct` of the mean ("weak blue or strong
+/// at most `erythrocyte_max_blueness_pct` of the mean ("weak blue or strong
 /// red"). Pale cytoplasm also falls in here; it is recovered by growing.
 pub fn erythrocyte_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
     let t_bg = cfg.background_max_chroma_pct as i64;
-    let c = model.blueness_at_least(cfg.erythrocyte_max_blueness_pct as i64);
-    mask_by_pixel(img, |p| {
-        model.chroma_at_least(p, t_bg) && !at_least(&c, p)
-    })
+    let c = model.blueness_above(cfg.erythrocyte_max_blueness_pct as i64);
+    mask_by_pixel(img, |p| model.chroma_above(p, t_bg) && !above(&c, p))
 }
 
 #[inline(always)]
-fn at_least(c: &[i64; 3], p: [u8; 3]) -> bool {
-    c[0] * p[0] as i64 + c[1] * p[1] as i64 + c[2] * p[2] as i64 >= 0
+fn above(c: &[i64; 3], p: [u8; 3]) -> bool {
+    c[0] * p[0] as i64 + c[1] * p[1] as i64 + c[2] * p[2] as i64 > 0
 }
 
 /// Leukocyte (nucleus) pixels: neither background nor erythrocyte, i.e.
@@ -52,12 +50,13 @@ fn at_least(c: &[i64; 3], p: [u8; 3]) -> bool {
 pub fn leukocyte_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
     let t_bg = cfg.background_max_chroma_pct as i64;
     let t = cfg.erythrocyte_max_blueness_pct as i64;
-    let c = model.blueness_at_least(t);
+    let c = model.blueness_above(t);
     if t >= t_bg {
-        // blueness = 300k|B'-R'|/S <= chroma, so blueness >= t implies chroma >= t_bg.
-        mask_by_pixel(img, |p| at_least(&c, p))
+        // chroma >= |blueness| (max - min >= |B' - R'|), so blueness > t
+        // implies chroma > t_bg.
+        mask_by_pixel(img, |p| above(&c, p))
     } else {
-        mask_by_pixel(img, |p| at_least(&c, p) && model.chroma_at_least(p, t_bg))
+        mask_by_pixel(img, |p| above(&c, p) && model.chroma_above(p, t_bg))
     }
 }
 

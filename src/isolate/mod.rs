@@ -50,7 +50,7 @@ pub use grow::{grow, trim, GrownRegion, Growth};
 pub use masks::{background_mask, cytoplasm_mask, erythrocyte_mask, leukocyte_mask};
 pub use morphology::{close, dilate, erode, open};
 pub use overlay::overlay;
-pub use score::{iou_with_voc, score_dataset, ImageScore, ScoreReport};
+pub use score::{iou_with_voc, score_dataset, score_dataset_with, ImageScore, ScoreReport};
 
 use image::{GrayImage, RgbImage};
 
@@ -197,7 +197,7 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     let mut kept: Vec<(usize, LeukocyteBox)> = cells
         .iter()
         .enumerate()
-        .map(|(k, c)| (k, boxes::to_photo(c, factor, w, h, cfg.box_margin_fraction)))
+        .map(|(k, c)| (k, boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction)))
         .filter(|(_, b)| b.area_px as f64 >= min_area && b.box_area_px() > 0)
         .collect();
     kept.sort_by(|a, b| {
@@ -269,9 +269,9 @@ mod tests {
     fn finds_a_cell_with_its_cytoplasm() {
         let img = smear(320, 240, &[(160, 120, 40)]);
         let iso = isolate_with_mask(&img, &IsolationConfig::default());
-        assert_eq!(iso.boxes.len(), 1, "{:?}", iso.boxes);
+        assert_eq!(iso.boxes.len(), 1, "{:?} scale {}", iso.boxes, iso.scale);
         let b = iso.boxes[0];
-        // The cell is 80 px across; the margin adds 3% on each side.
+        // The cell is 81 px across; the edge and margin add ~5 px on each side.
         for (got, want) in [
             (b.x_min, 120),
             (b.y_min, 80),
@@ -280,8 +280,9 @@ mod tests {
         ] {
             assert!((got as i64 - want).abs() <= 5, "{b:?}");
         }
-        assert_eq!(iso.scale, 1);
-        assert!(masks::count(&iso.mask) > 4000);
+        // 320 px is more than the 240 px working size: worked on at half size.
+        assert_eq!(iso.scale, 2);
+        assert!(masks::count(&iso.mask) > 1000);
     }
 
     /// The chain of whole-image step functions, without windows.
@@ -308,7 +309,7 @@ mod tests {
         let (cells, _) = merge_close(&pieces, cfg.merge_gap_fraction);
         let mut out: Vec<LeukocyteBox> = cells
             .iter()
-            .map(|c| boxes::to_photo(c, factor, w, h, cfg.box_margin_fraction))
+            .map(|c| boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction))
             .filter(|b| b.area_px as f64 >= cfg.min_area_fraction as f64 * (w * h) as f64)
             .collect();
         out.sort_by(|a, b| b.area_px.cmp(&a.area_px).then(a.y_min.cmp(&b.y_min)).then(a.x_min.cmp(&b.x_min)));

@@ -11,6 +11,7 @@ use super::config::IsolationConfig;
 use crate::data::voc::{read_annotation, VocBox};
 use crate::data::DataDir;
 use crate::error::Result;
+use image::RgbImage;
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -126,6 +127,17 @@ impl ScoreReport {
 /// one `WBC` box (all cores). A photo or annotation that cannot be read is
 /// an error: the data set is expected to be intact.
 pub fn score_dataset(dir: &DataDir, cfg: &IsolationConfig) -> Result<ScoreReport> {
+    score_dataset_with(dir, cfg, |_| {})
+}
+
+/// Like [`score_dataset`], with every photo passed through `alter` first
+/// (e.g. made paler or warmer, to check the isolation holds for photos from
+/// other microscopes).
+pub fn score_dataset_with(
+    dir: &DataDir,
+    cfg: &IsolationConfig,
+    alter: impl Fn(&mut RgbImage) + Sync,
+) -> Result<ScoreReport> {
     let ids = dir.image_ids_on_disk()?;
     let scores: Vec<Option<ImageScore>> = ids
         .par_iter()
@@ -138,7 +150,8 @@ pub fn score_dataset(dir: &DataDir, cfg: &IsolationConfig) -> Result<ScoreReport
             let [truth] = wbc.as_slice() else {
                 return Ok(None);
             };
-            let photo = crate::imageio::load_rgb(&dir.image_path(id))?;
+            let mut photo = crate::imageio::load_rgb(&dir.image_path(id))?;
+            alter(&mut photo);
             let boxes = super::isolate(&photo, cfg);
             let found = boxes.first().copied();
             Ok(Some(ImageScore {
@@ -150,9 +163,7 @@ pub fn score_dataset(dir: &DataDir, cfg: &IsolationConfig) -> Result<ScoreReport
             }))
         })
         .collect::<Result<_>>()?;
-    Ok(ScoreReport::from_scores(
-        scores.into_iter().flatten().collect(),
-    ))
+    Ok(ScoreReport::from_scores(scores.into_iter().flatten().collect()))
 }
 
 #[cfg(test)]

@@ -16,10 +16,14 @@
 //! Every kernel therefore works on contiguous position ranges with fixed tap offsets. Planes
 //! carry zeroed slack at the end so that the last register block may run past the band.
 //!
-//! The input gradient is computed by the forward driver on the output gradient, with the
-//! kernel transposed and flipped. The weight gradient reads the output gradient from the same
-//! padded layout: output position `q` of a band sits at plane index `q + lead + halo * wp`,
-//! and its discarded columns are zero there, so they add nothing to the dot products.
+//! The input gradient is the forward block run on the output gradient with the kernel
+//! transposed and flipped. The weight gradient reuses that packed output gradient: output
+//! position `q` of a band sits at plane index `q + lead + halo * wp`, and its discarded columns
+//! are zero there, so they add nothing to the dot products.
+//!
+//! Tasks are (image, band) pairs on rayon's pool, each writing disjoint rows of the result;
+//! weight and bias gradients are summed per fixed chunk of tasks, then across chunks in order,
+//! so every result is independent of thread count and scheduling.
 
 use std::cell::RefCell;
 
@@ -38,6 +42,10 @@ const NJ: usize = 3;
 /// Target size in bytes of one task's working set (input band, output band), well inside the
 /// 512 KiB per-core L2 of the machines this was tuned on.
 const BAND_BYTES: usize = 192 * 1024;
+/// Weight and bias gradients are summed in this many fixed chunks of (image, band) tasks
+/// (fewer if there are fewer tasks): enough to balance two to a few threads, few enough that
+/// the partial sums stay small.
+const REDUCE_CHUNKS: usize = 32;
 
 /// Whether this CPU can run the kernels (checked once; `false` off x86-64).
 pub(super) fn available() -> bool {
@@ -168,59 +176,17 @@ impl Geometry {
     }
 }
 
-impl Geometry {
-    /// Copies output rows `h0 .. h0 + r` of the `channels` planes of one image (`src`,
-    /// `[channels][h][w]`) into `dst` (`planes` rows of `out_len`) in output-band layout:
-    /// position `rr * wp + c`, zero in the discarded columns and after the band, so that
-    /// whole vectors can be summed over. Planes `channels .. planes` are zeroed.
-    fn pack_output(
-        &self,
-        src: &[f32],
-        channels: usize,
-        planes: usize,
-        h0: usize,
-        r: usize,
-        dst: &mut [f32],
-    ) {
-        let (h, w, wp) = (self.h, self.w, self.wp);
-        for (c, plane) in dst.chunks_exact_mut(self.out_len).take(planes).enumerate() {
-            if c >= channels {
-                plane.fill(0.0);
-                continue;
-            }
-            let rows = &src[(c * h + h0) * w..(c * h + h0 + r) * w];
-            for (row, from) in plane.chunks_exact_mut(wp).zip(rows.chunks_exact(w)) {
-                row[..w].copy_from_slice(from);
-                row[w..].fill(0.0);
-            }
-            plane[r * wp..].fill(0.0);
-        }
-    }
-}
-
-/// Sum of `values` over 16 independent lanes: a plain `iter().sum()` is one serial chain of
-/// dependent adds (floating-point addition is not reassociated), ~10 ms per 128x128 layer.
-fn sum(values: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 16];
-    let chunks = values.chunks_exact(16);
-    let rest: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (l, v) in lanes.iter_mut().zip(chunk) {
-            *l += v;
-        }
-    }
-    lanes.iter().sum::<f32>() + rest
-}
-
-/// A zeroed buffer of `len` floats for a result tensor.
+/// An empty buffer with capacity for `len` floats, for a result tensor that the caller fills
+/// completely before `set_len`.
 ///
-/// Fresh multi-megabyte buffers come straight from `mmap`, and first-touching them 4 KiB page by
-/// page cost as much as the convolution itself on the 128x128 layers (one 32 MiB output is 8192
-/// page faults). Where transparent huge pages are on `madvise` (the default of many
-/// distributions), advising the buffer cuts that to a few dozen 2 MiB faults. Best effort:
-/// failures are ignored and only change speed.
+/// Left uninitialised because zeroing it would be a wasted pass over tens of megabytes (when the
+/// allocator reuses memory; fresh pages are zeroed by the kernel anyway). Fresh multi-megabyte
+/// buffers come straight from `mmap`, and first-touching them 4 KiB page by page cost as much
+/// as the convolution itself on the 128x128 layers (one 32 MiB output is 8192 page faults).
+/// Where transparent huge pages are on `madvise` (the default of many distributions), advising
+/// the buffer cuts that to a few dozen 2 MiB faults. Best effort: failures only cost speed.
 fn output_buffer(len: usize) -> Vec<f32> {
-    let buf = vec![0.0f32; len];
+    let buf = Vec::<f32>::with_capacity(len);
     #[cfg(target_os = "linux")]
     {
         const HUGE: usize = 2 << 20;
@@ -240,36 +206,43 @@ fn output_buffer(len: usize) -> Vec<f32> {
 }
 
 /// Per-thread scratch buffers, reused across tasks and calls so that steady-state training
-/// allocates nothing but output tensors (fresh multi-megabyte buffers per call cost page faults).
+/// allocates nothing but result tensors.
 #[derive(Default)]
 struct Scratch {
     a: Vec<f32>,
     b: Vec<f32>,
+    c: Vec<f32>,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
-/// Runs `f` with this thread's scratch buffers resized to at least `a` and `b` floats.
-fn with_scratch<R>(a: usize, b: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+/// Runs `f` with this thread's scratch buffers, at least `a`, `b` and `c` floats long.
+///
+/// `f` must not re-enter (no rayon calls inside), or the second borrow panics.
+fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    c: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32], &mut [f32]) -> R,
+) -> R {
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let s = &mut *s;
-        if s.a.len() < a {
-            s.a.resize(a, 0.0);
+        for (buf, len) in [(&mut s.a, a), (&mut s.b, b), (&mut s.c, c)] {
+            if buf.len() < len {
+                buf.resize(len, 0.0);
+            }
         }
-        if s.b.len() < b {
-            s.b.resize(b, 0.0);
-        }
-        f(&mut s.a[..a], &mut s.b[..b])
+        f(&mut s.a[..a], &mut s.b[..b], &mut s.c[..c])
     })
 }
 
 /// A raw output pointer shared by tasks that write disjoint regions of one buffer.
 #[derive(Clone, Copy)]
 struct SharedOut(*mut f32);
-// SAFETY: only used by `conv_driver`, whose tasks write pairwise disjoint index sets
+// SAFETY: only used by `conv_driver` and `backward`, whose tasks write pairwise disjoint index sets
 // (distinct (image, band) pairs) of a buffer that outlives the parallel loop.
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
@@ -330,33 +303,6 @@ pub(super) fn forward(
     conv_driver(x, shape.c_in, shape.c_out, &packed, &bias_padded, shape)
 }
 
-/// Gradients of the convolution for the output gradient `dy [n][c_out][h][w]`.
-pub(super) fn backward(
-    x: &[f32],
-    weight: &[f32],
-    dy: &[f32],
-    shape: &ConvShape,
-    needs: Needs,
-) -> Grads {
-    let taps = shape.k * shape.k;
-    let input = needs.input.then(|| {
-        let packed = pack_weights(weight, shape.c_out, shape.c_in, taps, true);
-        let zeros = vec![0.0; shape.c_in.next_multiple_of(MO)];
-        conv_driver(dy, shape.c_out, shape.c_in, &packed, &zeros, shape)
-    });
-    let (weight_grad, bias_grad) = if needs.weight || needs.bias {
-        let (dw, db) = weight_bias_grad(x, dy, shape, needs.weight);
-        (needs.weight.then_some(dw), needs.bias.then_some(db))
-    } else {
-        (None, None)
-    };
-    Grads {
-        input,
-        weight: weight_grad,
-        bias: bias_grad,
-    }
-}
-
 /// Convolves `src [n][c_src][h][w]` with packed weights (see [`pack_weights`]) into a new
 /// `[n][c_dst][h][w]` buffer; `bias` has `c_dst` rounded up to [`MO`] entries.
 fn conv_driver(
@@ -377,15 +323,16 @@ fn conv_driver(
         let (img, band) = (task / bands, task % bands);
         let (h0, r) = geo.band(band);
         let src_img = &src[img * c_src * h * w..(img + 1) * c_src * h * w];
-        with_scratch(c_src * geo.in_len, c_dst_pad * geo.out_len, |xb, yb| {
+        let (a, b) = (c_src * geo.in_len, c_dst_pad * geo.out_len);
+        with_scratch(a, b, 0, |xb, yb, _| {
             geo.pack(src_img, c_src, c_src, h0, r, xb);
             forward_band(&geo, xb, c_src, packed, bias, c_dst_pad, r, yb);
             for co in 0..c_dst {
                 for rr in 0..r {
                     let from = &yb[co * geo.out_len + rr * geo.wp..][..w];
                     let at = ((img * c_dst + co) * h + h0 + rr) * w;
-                    // SAFETY: `at .. at + w` lies in `out` (img < n, co < c_dst, h0 + rr < h), and
-                    // (img, h0 + rr) identifies this task's rows, so no other task writes them.
+                    // SAFETY: `at .. at + w` lies in `out` (img < n, co < c_dst, h0 + rr < h),
+                    // and (img, h0 + rr) identifies this task's rows: no other task writes them.
                     unsafe {
                         std::ptr::copy_nonoverlapping(from.as_ptr(), out_ptr.at(at), w);
                     }
@@ -393,6 +340,9 @@ fn conv_driver(
             }
         });
     });
+    // SAFETY: the tasks cover every (image, band) pair and each wrote all `c_dst` channels of
+    // its `r` rows in full, so all `n * c_dst * h * w` elements are initialised.
+    unsafe { out.set_len(n * c_dst * h * w) };
     out
 }
 
@@ -411,15 +361,17 @@ fn forward_band(
 ) {
     let strips = (r * geo.wp).div_ceil(STRIP);
     let taps = geo.k * geo.k;
-    debug_assert!(xb.len() >= c_src * geo.in_len && yb.len() >= c_dst_pad * geo.out_len);
-    debug_assert!(strips * STRIP + (geo.k - 1) * (geo.wp + 1) <= geo.in_len);
+    assert!(c_src > 0 && xb.len() >= c_src * geo.in_len && yb.len() >= c_dst_pad * geo.out_len);
+    assert!(
+        strips * STRIP <= geo.out_len && strips * STRIP + (geo.k - 1) * (geo.wp + 1) <= geo.in_len
+    );
     for blk in 0..c_dst_pad / MO {
         let wblk = &packed[blk * c_src * taps * MO..(blk + 1) * c_src * taps * MO];
         let bias4 = &bias[blk * MO..(blk + 1) * MO];
         let out = &mut yb[blk * MO * geo.out_len..(blk + 1) * MO * geo.out_len];
         for s in 0..strips {
             // SAFETY: `available()` was checked before any kernel call (see `super::flex_shape`);
-            // the debug assertions above bound every load (strip start + tap offset + STRIP
+            // the assertions above bound every load (strip start + tap offset + STRIP
             // ≤ in_len within each of the c_src ≥ 1 planes) and store (s * STRIP + STRIP ≤ out_len
             // in each of the MO rows of this block).
             unsafe {
@@ -436,84 +388,216 @@ fn forward_band(
     }
 }
 
-/// Weight gradient `[c_out][c_in][k][k]` (when `need_weight`) and bias gradient `[c_out]`.
-fn weight_bias_grad(
+/// Gradients of the convolution for the output gradient `dy [n][c_out][h][w]`.
+///
+/// One pass over (image, band) tasks computes all requested gradients, so the output gradient
+/// is packed once per band for both the input-gradient convolution and the weight-gradient dot
+/// products. Weight and bias gradients are summed per fixed chunk of tasks and the chunks added
+/// in order, so results do not depend on thread count or scheduling.
+pub(super) fn backward(
     x: &[f32],
+    weight: &[f32],
     dy: &[f32],
     shape: &ConvShape,
-    need_weight: bool,
-) -> (Vec<f32>, Vec<f32>) {
+    needs: Needs,
+) -> Grads {
     let (n, c_in, c_out, h, w) = (shape.n, shape.c_in, shape.c_out, shape.h, shape.w);
-    let c_out_pad = c_out.next_multiple_of(MO);
-    let geo = Geometry::new(shape, c_in + c_out_pad);
     let taps = shape.k * shape.k;
     let cols = c_in * taps;
-    // 1x1 column blocks run over input planes; pad them to whole blocks with zero planes.
+    let c_in_pad = c_in.next_multiple_of(MO);
+    let c_out_pad = c_out.next_multiple_of(MO);
+    // 1x1 weight-gradient column blocks run over input planes: pad to whole blocks with zeros.
     let x_planes = if taps == 1 {
         c_in.next_multiple_of(NJ)
     } else {
         c_in
     };
-    let tap_offsets: Vec<usize> = geo.taps().collect();
+    let band_channels = c_out_pad
+        + if needs.input { c_in_pad } else { 0 }
+        + if needs.weight { x_planes } else { 0 };
+    let geo = Geometry::new(shape, band_channels);
     let bands = geo.bands();
-    let zero = || (vec![0.0f32; c_out * cols], vec![0.0f32; c_out]);
-    (0..n * bands)
-        .into_par_iter()
-        .fold(zero, |(mut dw, mut db), task| {
-            let (img, band) = (task / bands, task % bands);
-            let (h0, r) = geo.band(band);
-            let dy_img = &dy[img * c_out * h * w..(img + 1) * c_out * h * w];
-            for (co, acc) in db.iter_mut().enumerate() {
-                let rows = &dy_img[(co * h + h0) * w..(co * h + h0 + r) * w];
-                *acc += sum(rows);
-            }
-            if !need_weight {
-                return (dw, db);
-            }
-            let x_img = &x[img * c_in * h * w..(img + 1) * c_in * h * w];
-            with_scratch(x_planes * geo.in_len, c_out_pad * geo.out_len, |xb, dyb| {
-                geo.pack(x_img, c_in, x_planes, h0, r, xb);
-                geo.pack_output(dy_img, c_out, c_out_pad, h0, r, dyb);
-                let nvec = (r * geo.wp).div_ceil(8);
-                let mut block = [0.0f32; MO * NJ];
-                for blk in 0..c_out_pad / MO {
-                    let dyp = dyb[blk * MO * geo.out_len..].as_ptr();
-                    let mut col = 0;
-                    while col < cols {
-                        let nj = NJ.min(cols - col);
-                        // Columns of one block: consecutive taps of one kernel row (3x3), or
-                        // consecutive input channels (1x1): a constant pointer stride. A short
-                        // last block (1x1 only) reads the zero planes packed after the input
-                        // channels and drops their sums.
-                        let (ci, t) = (col / taps, col % taps);
-                        let xp = xb[ci * geo.in_len + tap_offsets[t]..].as_ptr();
-                        let col_stride = if taps == 1 { geo.in_len } else { 1 };
-                        debug_assert!(taps == 1 || (nj == NJ && t % geo.k == 0));
-                        // SAFETY: kernels available (checked by the caller); dy: MO rows of
-                        // out_len ≥ 8 * nvec floats; x: column reads end at tap offset + 8 * nvec
-                        // + 2 * col_stride, inside the x_planes planes by construction of `in_len`.
+    let tasks = n * bands;
+    let packed_t = needs
+        .input
+        .then(|| pack_weights(weight, c_out, c_in, taps, true));
+    let no_bias = vec![0.0f32; c_in_pad];
+    let mut dx = needs.input.then(|| output_buffer(n * c_in * h * w));
+    let dx_ptr = dx.as_mut().map(|v| SharedOut(v.as_mut_ptr()));
+    let tap_offsets: Vec<usize> = geo.taps().collect();
+
+    let one_task = |task: usize, dw: &mut [f32], db: &mut [f32]| {
+        let (img, band) = (task / bands, task % bands);
+        let (h0, r) = geo.band(band);
+        let dy_img = &dy[img * c_out * h * w..(img + 1) * c_out * h * w];
+        let a = c_out_pad * geo.in_len;
+        let b = if needs.input {
+            c_in_pad * geo.out_len
+        } else {
+            0
+        };
+        let c = if needs.weight {
+            x_planes * geo.in_len
+        } else {
+            0
+        };
+        with_scratch(a, b, c, |dyb, dxb, xb| {
+            geo.pack(dy_img, c_out, c_out_pad, h0, r, dyb);
+            if let (Some(packed_t), Some(dx_ptr)) = (&packed_t, dx_ptr) {
+                forward_band(&geo, dyb, c_out, packed_t, &no_bias, c_in_pad, r, dxb);
+                for ci in 0..c_in {
+                    for rr in 0..r {
+                        let from = &dxb[ci * geo.out_len + rr * geo.wp..][..w];
+                        let at = ((img * c_in + ci) * h + h0 + rr) * w;
+                        // SAFETY: `at .. at + w` lies in `dx` (img < n, ci < c_in, h0 + rr < h),
+                        // and (img, h0 + rr) identifies this task's rows: no other task writes them.
                         unsafe {
-                            avx::dot_block(dyp, geo.out_len, xp, col_stride, nvec, &mut block);
+                            std::ptr::copy_nonoverlapping(from.as_ptr(), dx_ptr.at(at), w);
                         }
-                        for i in 0..MO {
-                            let co = blk * MO + i;
-                            if co < c_out {
-                                for j in 0..nj {
-                                    dw[co * cols + col + j] += block[i * NJ + j];
-                                }
-                            }
-                        }
-                        col += nj;
                     }
                 }
-            });
+            }
+            if needs.weight || needs.bias {
+                let planes = output_planes(&geo, dyb, c_out_pad, r);
+                let nvec = planes_nvec(&geo, r);
+                if needs.bias {
+                    for (co, acc) in db.iter_mut().enumerate() {
+                        *acc += sum_vectors(&planes[co * geo.in_len..][..8 * nvec]);
+                    }
+                }
+                if needs.weight {
+                    let x_img = &x[img * c_in * h * w..(img + 1) * c_in * h * w];
+                    geo.pack(x_img, c_in, x_planes, h0, r, xb);
+                    weight_grad_band(&geo, planes, c_out, xb, taps, &tap_offsets, r, dw);
+                }
+            }
+        });
+    };
+
+    // Fixed chunks of consecutive tasks, each summing into its own partial gradients.
+    let chunks = tasks.min(REDUCE_CHUNKS);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let mut dw = vec![0.0f32; if needs.weight { c_out * cols } else { 0 }];
+            let mut db = vec![0.0f32; c_out];
+            for task in chunk * tasks / chunks..(chunk + 1) * tasks / chunks {
+                one_task(task, &mut dw, &mut db);
+            }
             (dw, db)
         })
-        .reduce(zero, |(mut dw, mut db), (dw2, db2)| {
-            dw.iter_mut().zip(&dw2).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&db2).for_each(|(a, b)| *a += b);
-            (dw, db)
-        })
+        .collect();
+    if let Some(dx) = dx.as_mut() {
+        // SAFETY: the tasks cover every (image, band) pair and each wrote all `c_in` channels of
+        // its rows in full, so all `n * c_in * h * w` elements are initialised.
+        unsafe { dx.set_len(n * c_in * h * w) };
+    }
+    let mut partials = partials.into_iter();
+    let (mut dw, mut db) = partials.next().unwrap_or_default();
+    for (pw, pb) in partials {
+        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    Grads {
+        input: dx,
+        weight: needs.weight.then_some(dw),
+        bias: needs.bias.then_some(db),
+    }
+}
+
+/// Number of 8-float vectors covering the `r * wp` output positions of a band.
+fn planes_nvec(geo: &Geometry, r: usize) -> usize {
+    (r * geo.wp).div_ceil(8)
+}
+
+/// Turns the band's packed output gradient (`planes` planes of `in_len`, packed as a
+/// convolution input) into output-layout planes: returns the buffer from output position 0 of
+/// plane 0 (`lead + halo * wp` into it), with planes still `in_len` apart.
+///
+/// Position `q` of the band then sits at index `q` of each plane, the discarded columns hold
+/// zeros already, and the few floats after the last position (the start of the bottom halo row)
+/// are zeroed here, so that whole vectors can be summed over. Call after the input-gradient
+/// convolution, which reads that halo row.
+fn output_planes<'a>(geo: &Geometry, dyb: &'a mut [f32], planes: usize, r: usize) -> &'a [f32] {
+    let shift = geo.lead + geo.halo * geo.wp;
+    let (npos, end) = (r * geo.wp, 8 * planes_nvec(geo, r));
+    assert!(shift + end <= geo.in_len && dyb.len() >= planes * geo.in_len);
+    for plane in dyb.chunks_exact_mut(geo.in_len).take(planes) {
+        plane[shift + npos..shift + end].fill(0.0);
+    }
+    &dyb[shift..planes * geo.in_len]
+}
+
+/// Sum of a slice of whole 8-float vectors (vectorised; a plain `iter().sum()` is one serial
+/// chain of dependent scalar adds and measured ~10 ms per 128x128 layer).
+fn sum_vectors(values: &[f32]) -> f32 {
+    assert!(values.len() % 8 == 0);
+    if values.is_empty() {
+        return 0.0;
+    }
+    // SAFETY: kernels available (checked before any kernel call, see `super::flex_shape`);
+    // reads exactly `values`.
+    unsafe { avx::sum(values.as_ptr(), values.len() / 8) }
+}
+
+/// Adds one band's weight gradient to `dw [c_out][c_in * taps]`.
+///
+/// `dy` holds the band's output gradient in output layout (see [`output_planes`]: `c_out`
+/// rounded up to [`MO`] planes, `in_len` apart), `xb` the band's packed input planes.
+#[allow(clippy::too_many_arguments)]
+fn weight_grad_band(
+    geo: &Geometry,
+    dy: &[f32],
+    c_out: usize,
+    xb: &[f32],
+    taps: usize,
+    tap_offsets: &[usize],
+    r: usize,
+    dw: &mut [f32],
+) {
+    let nvec = planes_nvec(geo, r);
+    let c_out_pad = c_out.next_multiple_of(MO);
+    let cols = dw.len() / c_out;
+    let x_planes = xb.len() / geo.in_len;
+    let col_stride = if taps == 1 { geo.in_len } else { 1 };
+    assert!(dy.len() >= (c_out_pad - 1) * geo.in_len + 8 * nvec);
+    // Within a plane, a 3x3 block reads columns at tap offsets +0, +1, +2; a 1x1 block reads
+    // offset 0 of NJ consecutive planes.
+    let last_col = if taps == 1 { 0 } else { NJ - 1 };
+    assert!(tap_offsets
+        .iter()
+        .all(|&o| o + last_col + 8 * nvec <= geo.in_len));
+    let mut block = [0.0f32; MO * NJ];
+    for blk in 0..c_out_pad / MO {
+        let dyp = dy[blk * MO * geo.in_len..].as_ptr();
+        let mut col = 0;
+        while col < cols {
+            let nj = NJ.min(cols - col);
+            // Columns of one block: consecutive taps of one kernel row (3x3), or consecutive
+            // input channels (1x1): a constant pointer stride. A short last block (1x1 only)
+            // reads the zero planes packed after the input channels and drops their sums.
+            let (ci, t) = (col / taps, col % taps);
+            assert!(taps == 1 || (nj == NJ && t % geo.k == 0));
+            assert!(ci + if taps == 1 { NJ - 1 } else { 0 } < x_planes);
+            let xp = xb[ci * geo.in_len + tap_offsets[t]..].as_ptr();
+            // SAFETY: kernels available (checked before any kernel call, see
+            // `super::flex_shape`); dy: MO planes `in_len` apart read for 8 * nvec floats
+            // (asserted above); x: NJ columns `col_stride` apart read from a tap offset for
+            // 8 * nvec floats, inside the x_planes planes (asserted above).
+            unsafe {
+                avx::dot_block(dyp, geo.in_len, xp, col_stride, nvec, &mut block);
+            }
+            for i in 0..MO {
+                let co = blk * MO + i;
+                if co < c_out {
+                    for j in 0..nj {
+                        dw[co * cols + col + j] += block[i * NJ + j];
+                    }
+                }
+            }
+            col += nj;
+        }
+    }
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -534,45 +618,26 @@ mod avx {
 
     /// One tap of the forward block: loads three input vectors at `row + 4 * kw` bytes and
     /// multiply-adds them with the four weights of tap `t` (16 bytes per tap in the packing).
+    #[rustfmt::skip]
     macro_rules! tap {
         ($row:literal, $kw:literal, $t:literal) => {
             concat!(
-                "vmovups ymm12, [",
-                $row,
-                " + 4*",
-                $kw,
-                "]\n",
-                "vmovups ymm13, [",
-                $row,
-                " + 4*",
-                $kw,
-                " + 32]\n",
-                "vmovups ymm14, [",
-                $row,
-                " + 4*",
-                $kw,
-                " + 64]\n",
-                "vbroadcastss ymm15, [{w} + 16*",
-                $t,
-                "]\n",
+                "vmovups ymm12, [", $row, " + 4*", $kw, "]\n",
+                "vmovups ymm13, [", $row, " + 4*", $kw, " + 32]\n",
+                "vmovups ymm14, [", $row, " + 4*", $kw, " + 64]\n",
+                "vbroadcastss ymm15, [{w} + 16*", $t, "]\n",
                 "vfmadd231ps ymm0, ymm15, ymm12\n",
                 "vfmadd231ps ymm1, ymm15, ymm13\n",
                 "vfmadd231ps ymm2, ymm15, ymm14\n",
-                "vbroadcastss ymm15, [{w} + 16*",
-                $t,
-                " + 4]\n",
+                "vbroadcastss ymm15, [{w} + 16*", $t, " + 4]\n",
                 "vfmadd231ps ymm3, ymm15, ymm12\n",
                 "vfmadd231ps ymm4, ymm15, ymm13\n",
                 "vfmadd231ps ymm5, ymm15, ymm14\n",
-                "vbroadcastss ymm15, [{w} + 16*",
-                $t,
-                " + 8]\n",
+                "vbroadcastss ymm15, [{w} + 16*", $t, " + 8]\n",
                 "vfmadd231ps ymm6, ymm15, ymm12\n",
                 "vfmadd231ps ymm7, ymm15, ymm13\n",
                 "vfmadd231ps ymm8, ymm15, ymm14\n",
-                "vbroadcastss ymm15, [{w} + 16*",
-                $t,
-                " + 12]\n",
+                "vbroadcastss ymm15, [{w} + 16*", $t, " + 12]\n",
                 "vfmadd231ps ymm9, ymm15, ymm12\n",
                 "vfmadd231ps ymm10, ymm15, ymm13\n",
                 "vfmadd231ps ymm11, ymm15, ymm14\n",
@@ -715,18 +780,13 @@ mod avx {
 
     /// Multiply-adds the output-gradient vector in `ymm15` with the three input vectors into
     /// accumulators `ymm(a)`, `ymm(a + 1)`, `ymm(a + 2)`.
+    #[rustfmt::skip]
     macro_rules! dot3 {
         ($a0:literal, $a1:literal, $a2:literal) => {
             concat!(
-                "vfmadd231ps ymm",
-                $a0,
-                ", ymm15, ymm12\n",
-                "vfmadd231ps ymm",
-                $a1,
-                ", ymm15, ymm13\n",
-                "vfmadd231ps ymm",
-                $a2,
-                ", ymm15, ymm14\n",
+                "vfmadd231ps ymm", $a0, ", ymm15, ymm12\n",
+                "vfmadd231ps ymm", $a1, ", ymm15, ymm13\n",
+                "vfmadd231ps ymm", $a2, ", ymm15, ymm14\n",
             )
         };
     }
@@ -810,6 +870,55 @@ mod avx {
             options(nostack),
         );
     }
+
+    /// Sum of `nvec ≥ 1` vectors of 8 floats from `v`.
+    ///
+    /// # Safety
+    /// AVX available; `v` readable for `8 * nvec` floats.
+    pub(super) unsafe fn sum(v: *const f32, nvec: usize) -> f32 {
+        let total: f32;
+        asm!(
+            "vxorps ymm0, ymm0, ymm0",
+            "vxorps ymm1, ymm1, ymm1",
+            "vxorps ymm2, ymm2, ymm2",
+            "vxorps ymm3, ymm3, ymm3",
+            // Four independent accumulators while four vectors remain, then one at a time.
+            "cmp {n}, 4",
+            "jb 3f",
+            "2:",
+            "vaddps ymm0, ymm0, [{v}]",
+            "vaddps ymm1, ymm1, [{v} + 32]",
+            "vaddps ymm2, ymm2, [{v} + 64]",
+            "vaddps ymm3, ymm3, [{v} + 96]",
+            "add {v}, 128",
+            "sub {n}, 4",
+            "cmp {n}, 4",
+            "jae 2b",
+            "3:",
+            "test {n}, {n}",
+            "jz 5f",
+            "4:",
+            "vaddps ymm0, ymm0, [{v}]",
+            "add {v}, 32",
+            "dec {n}",
+            "jnz 4b",
+            "5:",
+            "vaddps ymm0, ymm0, ymm1",
+            "vaddps ymm2, ymm2, ymm3",
+            "vaddps ymm0, ymm0, ymm2",
+            "vextractf128 xmm1, ymm0, 1",
+            "vaddps xmm0, xmm0, xmm1",
+            "vhaddps xmm0, xmm0, xmm0",
+            "vhaddps xmm0, xmm0, xmm0",
+            "vzeroupper",
+            v = inout(reg) v => _,
+            n = inout(reg) nvec => _,
+            out("xmm0") total,
+            out("ymm1") _, out("ymm2") _, out("ymm3") _,
+            options(nostack, readonly),
+        );
+        total
+    }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
@@ -839,6 +948,10 @@ mod avx {
         _y: *mut f32,
         _out_stride: usize,
     ) {
+        unreachable!("fastconv kernels need x86-64 AVX2")
+    }
+
+    pub(super) unsafe fn sum(_v: *const f32, _nvec: usize) -> f32 {
         unreachable!("fastconv kernels need x86-64 AVX2")
     }
 
