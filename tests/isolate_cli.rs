@@ -45,7 +45,11 @@ fn huge_png_header() -> Vec<u8> {
         for &b in data {
             crc ^= b as u32;
             for _ in 0..8 {
-                crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
             }
         }
         !crc
@@ -78,27 +82,52 @@ fn make_inputs(dir: &Path) -> Vec<PathBuf> {
         std::fs::read(tmp.path()).unwrap()
     };
     put("bccd.jpg", photo.clone());
-    put("gray.png", png(&|p| image::GrayImage::from_fn(64, 48, |x, _| Luma([x as u8 * 3])).save(p).unwrap()));
+    put(
+        "gray.png",
+        png(&|p| {
+            image::GrayImage::from_fn(64, 48, |x, _| Luma([x as u8 * 3]))
+                .save(p)
+                .unwrap()
+        }),
+    );
     let s = smear();
     put(
         "rgba.png",
-        png(&|p| ImageBuffer::from_fn(320, 240, |x, y| {
-            let c = s.get_pixel(x, y).0;
-            Rgba([c[0], c[1], c[2], 200])
-        })
-        .save(p)
-        .unwrap()),
+        png(&|p| {
+            ImageBuffer::from_fn(320, 240, |x, y| {
+                let c = s.get_pixel(x, y).0;
+                Rgba([c[0], c[1], c[2], 200])
+            })
+            .save(p)
+            .unwrap()
+        }),
     );
     put(
         "deep.png",
-        png(&|p| ImageBuffer::<Rgb<u16>, Vec<u16>>::from_fn(320, 240, |x, y| {
-            Rgb(s.get_pixel(x, y).0.map(|v| v as u16 * 257))
-        })
-        .save(p)
-        .unwrap()),
+        png(&|p| {
+            ImageBuffer::<Rgb<u16>, Vec<u16>>::from_fn(320, 240, |x, y| {
+                Rgb(s.get_pixel(x, y).0.map(|v| v as u16 * 257))
+            })
+            .save(p)
+            .unwrap()
+        }),
     );
-    put("one.png", png(&|p| RgbImage::from_pixel(1, 1, Rgb([120, 80, 200])).save(p).unwrap()));
-    put("white.png", png(&|p| RgbImage::from_pixel(640, 480, Rgb([255, 255, 255])).save(p).unwrap()));
+    put(
+        "one.png",
+        png(&|p| {
+            RgbImage::from_pixel(1, 1, Rgb([120, 80, 200]))
+                .save(p)
+                .unwrap()
+        }),
+    );
+    put(
+        "white.png",
+        png(&|p| {
+            RgbImage::from_pixel(640, 480, Rgb([255, 255, 255]))
+                .save(p)
+                .unwrap()
+        }),
+    );
     put("empty.jpg", Vec::new());
     put("truncated.jpg", photo[..photo.len() / 3].to_vec());
     put("text.jpg", b"this is not a photo\n".to_vec());
@@ -144,7 +173,11 @@ fn folder_run_reports_bad_files_and_goes_on() {
         "--quiet",
     ]);
     let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
-    assert_eq!(o.status.code(), Some(2), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
     for (file, reason) in [
         ("empty.jpg", "empty"),
@@ -152,7 +185,9 @@ fn folder_run_reports_bad_files_and_goes_on() {
         ("huge.png", "too large"),
     ] {
         assert!(
-            stderr.lines().any(|l| l.contains(file) && l.contains(reason)),
+            stderr
+                .lines()
+                .any(|l| l.contains(file) && l.contains(reason)),
             "{file} ({reason}) not reported:\n{stderr}"
         );
     }
@@ -166,13 +201,23 @@ fn folder_run_reports_bad_files_and_goes_on() {
     assert!(!out.join("white_0.png").exists());
     let table = std::fs::read_to_string(&csv).unwrap();
     let mut lines = table.lines();
-    assert_eq!(lines.next(), Some("file,cell,x_min,y_min,x_max,y_max,area_px"));
+    assert_eq!(
+        lines.next(),
+        Some("file,cell,x_min,y_min,x_max,y_max,area_px")
+    );
     let bccd: Vec<&str> = lines.filter(|l| l.contains("bccd.jpg")).collect();
     assert_eq!(bccd.len(), 1, "{table}");
-    let cols: Vec<u32> = bccd[0].split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+    let cols: Vec<u32> = bccd[0]
+        .split(',')
+        .skip(1)
+        .map(|v| v.parse().unwrap())
+        .collect();
     // Cell 0, a box inside the 640x480 photo around its leukocyte (annotated 260..492 x 177..377).
     assert_eq!(cols[0], 0);
-    assert!(cols[1] < 280 && cols[3] > 470 && cols[2] < 200 && cols[4] > 350, "{cols:?}");
+    assert!(
+        cols[1] < 280 && cols[3] > 470 && cols[2] < 200 && cols[4] > 350,
+        "{cols:?}"
+    );
     assert!(cols[3] <= 640 && cols[4] <= 480 && cols[5] > 0);
 }
 
@@ -180,7 +225,16 @@ fn folder_run_reports_bad_files_and_goes_on() {
 fn a_good_run_exits_with_zero() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
-    let o = leuko(&[PHOTO, "--out", out.to_str().unwrap(), "--keep-aspect", "--margin", "0.1", "--size", "64"]);
+    let o = leuko(&[
+        PHOTO,
+        "--out",
+        out.to_str().unwrap(),
+        "--keep-aspect",
+        "--margin",
+        "0.1",
+        "--size",
+        "64",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let img = image::open(out.join("BloodImage_00000_0.png")).unwrap();
     assert_eq!((img.width(), img.height()), (64, 64));
@@ -231,7 +285,15 @@ fn score_prints_the_summary() {
     let o = leuko(&["--score", "--data", "../shared/data/bccd", "--quiet"]);
     let stdout = text(&o.stdout);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    for needle in ["n = 344", "mean IoU", "median IoU", "IoU >= 0.5", "none found", "10 worst by IoU", "BloodImage_"] {
+    for needle in [
+        "n = 344",
+        "mean IoU",
+        "median IoU",
+        "IoU >= 0.5",
+        "none found",
+        "10 worst by IoU",
+        "BloodImage_",
+    ] {
         assert!(stdout.contains(needle), "{needle}:\n{stdout}");
     }
 }

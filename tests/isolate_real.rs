@@ -13,7 +13,11 @@ fn data_dir() -> DataDir {
 fn check(name: &str, r: &ScoreReport, mean: f64, share_ge_half: f64) {
     println!("{name}:\n{}", r.to_text(10));
     assert_eq!(r.n, 344, "{name}: photos with exactly one WBC box");
-    assert!(r.mean_iou >= mean, "{name}: mean IoU {:.4} < {mean}", r.mean_iou);
+    assert!(
+        r.mean_iou >= mean,
+        "{name}: mean IoU {:.4} < {mean}",
+        r.mean_iou
+    );
     assert!(
         r.share_iou_ge_half >= share_ge_half,
         "{name}: IoU >= 0.5 on {:.2}% < {:.0}%",
@@ -34,7 +38,11 @@ fn quality_bar_on_bccd() {
     let r = score_dataset(&data_dir(), &IsolationConfig::default()).unwrap();
     check("BCCD as is", &r, 0.82, 0.98);
     // Lead over the bar, so that a change that costs quality shows here.
-    assert!(r.mean_iou >= 0.845, "mean IoU {:.4} fell below 0.845", r.mean_iou);
+    assert!(
+        r.mean_iou >= 0.845,
+        "mean IoU {:.4} fell below 0.845",
+        r.mean_iou
+    );
 }
 
 /// Photos from other microscopes: paler, washed-out, warmer, darker or more
@@ -54,7 +62,11 @@ fn quality_holds_for_other_looking_photos() {
         }),
         ("warm lamp", |img| {
             for p in img.pixels_mut() {
-                p.0 = [p.0[0], (p.0[1] as f32 * 0.88) as u8, (p.0[2] as f32 * 0.72) as u8];
+                p.0 = [
+                    p.0[0],
+                    (p.0[1] as f32 * 0.88) as u8,
+                    (p.0[2] as f32 * 0.72) as u8,
+                ];
             }
         }),
         ("dark, high gamma", |img| {
@@ -69,7 +81,9 @@ fn quality_holds_for_other_looking_photos() {
 
 /// Applies `f` to every channel value (through a table).
 fn per_channel(img: &mut RgbImage, f: impl Fn(f32) -> f32) {
-    let lut: Vec<u8> = (0..256).map(|v| f(v as f32).round().clamp(0.0, 255.0) as u8).collect();
+    let lut: Vec<u8> = (0..256)
+        .map(|v| f(v as f32).round().clamp(0.0, 255.0) as u8)
+        .collect();
     for v in img.iter_mut() {
         *v = lut[*v as usize];
     }

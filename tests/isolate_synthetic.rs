@@ -151,7 +151,11 @@ fn a_lobed_nucleus_is_one_leukocyte() {
         }
     }
     let boxes = isolate(&img, &no_margin());
-    assert_eq!(boxes.len(), 1, "lobes must come back as one cell: {boxes:?}");
+    assert_eq!(
+        boxes.len(),
+        1,
+        "lobes must come back as one cell: {boxes:?}"
+    );
     assert_near(&boxes[0], &cell, 3);
 }
 
@@ -160,7 +164,10 @@ fn small_purple_specks_are_not_leukocytes() {
     // Platelet-sized purple dots on a smear without leukocytes.
     let mut img = smear(&[]);
     for (x, y, p) in img.enumerate_pixels_mut() {
-        let (gx, gy) = ((x as i64).rem_euclid(120) - 60, (y as i64).rem_euclid(120) - 60);
+        let (gx, gy) = (
+            (x as i64).rem_euclid(120) - 60,
+            (y as i64).rem_euclid(120) - 60,
+        );
         if gx * gx + gy * gy <= 5 * 5 {
             *p = Rgb(NUCLEUS);
         }
@@ -178,7 +185,10 @@ fn the_mask_covers_the_cell() {
     };
     let iso = isolate_with_mask(&smear(&[cell]), &IsolationConfig::default());
     let f = iso.scale as i64;
-    let inside = iso.mask.get_pixel((cell.cx / f) as u32, (cell.cy / f) as u32).0[0];
+    let inside = iso
+        .mask
+        .get_pixel((cell.cx / f) as u32, (cell.cy / f) as u32)
+        .0[0];
     let outside = iso.mask.get_pixel(10, 10).0[0];
     assert_eq!((inside, outside), (255, 0));
 }

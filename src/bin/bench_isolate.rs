@@ -89,8 +89,17 @@ fn main() -> ExitCode {
             ms - decode_ms
         );
     } else {
-        println!("leuko: {} photos, one thread, {repeats} repeats", paths.len());
-        println!("  decode + isolate + crop: {ms:.3} ms/photo (median; repeats {:?})", rep_medians.iter().map(|v| (v * 1000.0).round() / 1000.0).collect::<Vec<_>>());
+        println!(
+            "leuko: {} photos, one thread, {repeats} repeats",
+            paths.len()
+        );
+        println!(
+            "  decode + isolate + crop: {ms:.3} ms/photo (median; repeats {:?})",
+            rep_medians
+                .iter()
+                .map(|v| (v * 1000.0).round() / 1000.0)
+                .collect::<Vec<_>>()
+        );
         println!("  decode alone:            {decode_ms:.3} ms/photo");
         println!("  leukocyte found in {found} photos");
     }

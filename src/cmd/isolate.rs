@@ -8,7 +8,9 @@ use super::DataArgs;
 use anyhow::{bail, Context};
 use leuko::fsutil::{write_atomic, write_atomic_with};
 use leuko::imageio::{has_image_extension, load_rgb};
-use leuko::isolate::{crop, isolate_with_mask, overlay, score_dataset, CropConfig, IsolationConfig, LeukocyteBox};
+use leuko::isolate::{
+    crop, isolate_with_mask, overlay, score_dataset, CropConfig, IsolationConfig, LeukocyteBox,
+};
 use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -70,8 +72,10 @@ struct Outcome {
 pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
     let cfg = match &a.config {
         Some(p) => {
-            let text = std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
-            IsolationConfig::from_toml(&text).map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("--config {}", p.display()))?;
+            IsolationConfig::from_toml(&text)
+                .map_err(|e| anyhow::anyhow!("--config {}: {e}", p.display()))?
         }
         None => IsolationConfig::default(),
     };
@@ -86,7 +90,10 @@ pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
         bail!("--overlay writes DIR/<stem>_overlay.png: give --out DIR");
     }
     if !(a.margin.is_finite() && (0.0..=10.0).contains(&a.margin)) {
-        bail!("--margin {} must be between 0 and 10 (a share of the box size)", a.margin);
+        bail!(
+            "--margin {} must be between 0 and 10 (a share of the box size)",
+            a.margin
+        );
     }
     if a.size == 0 || a.size > 4096 {
         bail!("--size {} must be between 1 and 4096 pixels", a.size);
@@ -108,7 +115,11 @@ pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
     pool.install(|| run_in_pool(&a, &cfg, &crop_cfg))
 }
 
-fn run_in_pool(a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) -> anyhow::Result<ExitCode> {
+fn run_in_pool(
+    a: &IsolateArgs,
+    cfg: &IsolationConfig,
+    crop_cfg: &CropConfig,
+) -> anyhow::Result<ExitCode> {
     let (files, mut bad) = collect_inputs(&a.inputs);
     if a.out.is_some() {
         check_unique_stems(&files)?;
@@ -146,7 +157,8 @@ fn run_in_pool(a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) ->
         }
     }
     if let Some(csv_path) = &a.boxes {
-        write_boxes_csv(csv_path, &outcomes).with_context(|| format!("--boxes {}", csv_path.display()))?;
+        write_boxes_csv(csv_path, &outcomes)
+            .with_context(|| format!("--boxes {}", csv_path.display()))?;
     }
     if !files.is_empty() || bad > 0 {
         println!(
@@ -162,7 +174,11 @@ fn run_in_pool(a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) ->
         let report = score_dataset(&dir, cfg)?;
         print!("{}", report.to_text(10));
     }
-    Ok(if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS })
+    Ok(if bad > 0 {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Files to process: given files as they are, folders walked recursively for
@@ -238,7 +254,12 @@ fn stem_of(path: &Path) -> String {
 }
 
 /// Decode, isolate, write crops and overlay; the error is a reason in words.
-fn process(path: &Path, a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropConfig) -> Result<Vec<LeukocyteBox>, String> {
+fn process(
+    path: &Path,
+    a: &IsolateArgs,
+    cfg: &IsolationConfig,
+    crop_cfg: &CropConfig,
+) -> Result<Vec<LeukocyteBox>, String> {
     let photo = load_rgb(path).map_err(|e| match e {
         leuko::LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
         leuko::LeukoError::Io { source, .. } => format!("cannot read the file: {source}"),
@@ -252,7 +273,10 @@ fn process(path: &Path, a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropC
             write_png(&out.join(format!("{stem}_{k}.png")), &c)?;
         }
         if a.overlay {
-            write_png(&out.join(format!("{stem}_overlay.png")), &overlay(&photo, &iso))?;
+            write_png(
+                &out.join(format!("{stem}_overlay.png")),
+                &overlay(&photo, &iso),
+            )?;
         }
     }
     Ok(iso.boxes)
@@ -260,14 +284,17 @@ fn process(path: &Path, a: &IsolateArgs, cfg: &IsolationConfig, crop_cfg: &CropC
 
 fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), String> {
     write_atomic_with(path, |w| {
-        img.write_to(w, image::ImageFormat::Png).map_err(std::io::Error::other)
+        img.write_to(w, image::ImageFormat::Png)
+            .map_err(std::io::Error::other)
     })
     .map_err(|e| format!("cannot write: {e}"))
 }
 
 fn write_boxes_csv(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
-    w.write_record(["file", "cell", "x_min", "y_min", "x_max", "y_max", "area_px"])?;
+    w.write_record([
+        "file", "cell", "x_min", "y_min", "x_max", "y_max", "area_px",
+    ])?;
     for o in outcomes {
         let Ok(boxes) = &o.result else { continue };
         let file = o.path.to_string_lossy();

@@ -137,7 +137,14 @@ pub fn merge_close(pieces: &[Piece], gap_fraction: f32) -> (Vec<Piece>, Vec<usiz
 /// Scales a working-pixel piece to photo pixels (`factor` per working
 /// pixel), pushes each side out by `edge_px` working pixels and then by
 /// `margin_fraction` of the box's size, and clips to the `width x height` photo.
-pub fn to_photo(p: &Piece, factor: u32, width: u32, height: u32, edge_px: u32, margin_fraction: f32) -> LeukocyteBox {
+pub fn to_photo(
+    p: &Piece,
+    factor: u32,
+    width: u32,
+    height: u32,
+    edge_px: u32,
+    margin_fraction: f32,
+) -> LeukocyteBox {
     let f = factor.max(1) as i64;
     let e = edge_px.min(10_000) as i64 * f;
     let (x0, y0) = (p.x_min as i64 * f - e, p.y_min as i64 * f - e);

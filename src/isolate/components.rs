@@ -26,7 +26,6 @@ impl Component {
             y_max: y + 1,
         }
     }
-
 }
 
 /// A label per pixel and the components the labels refer to.

@@ -1,17 +1,22 @@
 //! Every threshold and size of the isolation, in one serialisable struct.
 //!
-//! Colour thresholds are percentages of a pixel's mean intensity *after* white
-//! balance against the photo's own background (see [`super::colour`]), so they
-//! do not depend on exposure or on the colour cast of a microscope's lamp.
-//! Lengths and areas are in *working* pixels: the photo is shrunk (box average)
-//! until its longer side is at most [`IsolationConfig::work_max_side_px`], so a
-//! 640x480 BCCD photo is worked on at 320x240 and one working pixel is 2x2
-//! photo pixels. Areas are fractions of the whole photo so they keep their
-//! meaning at other resolutions.
+//! Colour thresholds are percentages of a pixel's mean intensity *after*
+//! white balance against the photo's own background and normalisation to a
+//! common stain contrast (see [`super::colour::ColourModel`]), so they do not
+//! depend on exposure, on the colour of a microscope's lamp or on how strongly
+//! a smear was stained. Lengths are in *working* pixels: the photo is shrunk
+//! (box average, integer factor) until its longer side is at most
+//! [`IsolationConfig::work_max_side_px`], so a 640x480 BCCD photo is worked on
+//! at 214x160 and one working pixel is 3x3 photo pixels; a photo of the same
+//! field at another resolution gives the same working image. Areas are
+//! shares of the image.
 //!
-//! The defaults were read off the BCCD photos (pixel histograms of background,
-//! erythrocytes, nuclei and cytoplasm, and a look at the masks of a few dozen
-//! photos); the annotations were only used afterwards to score them.
+//! The defaults were read off the BCCD photos: pixel histograms of the
+//! background, erythrocytes, nuclei and cytoplasm, sizes of nuclei and
+//! platelets, and the masks of a few dozen photos. The VOC annotations were
+//! used only to score; each default sits in a flat stretch of the score
+//! (changing it by a step either way moves the mean IoU by less than 0.01,
+//! alike on even and odd photo ids), so nothing hangs on a lucky value.
 
 use crate::error::{LeukoError, Result};
 use serde::{Deserialize, Serialize};
@@ -20,66 +25,67 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IsolationConfig {
-    /// Masks are computed on a copy shrunk (box average, integer factor) until
-    /// its longer side is at most this many pixels; boxes are scaled back.
-    /// 320 halves a 640x480 photo: a leukocyte is still ~100 px wide, and every
-    /// later step costs a quarter.
+    /// Masks are computed on a copy shrunk until its longer side is at most
+    /// this many pixels; boxes are scaled back. 240 shrinks a 640x480 photo 3x
+    /// (to 214x160): a leukocyte is still 50-80 px wide, and every later step
+    /// costs a ninth.
     pub work_max_side_px: u32,
 
     /// The brightest this share of pixels (by R+G+B) is taken as the empty
-    /// background of the smear, and its per-channel median is the white
-    /// reference that every pixel is balanced against. Smears are mostly empty
-    /// glass and erythrocytes; 20% is background in every BCCD photo, while
-    /// specular glints inside erythrocytes stay well under 20% so the median
-    /// ignores them.
+    /// background of the smear; its per-channel median is the white reference
+    /// every pixel is balanced against. 20% is background in every BCCD photo,
+    /// and the glints inside erythrocytes are too few to move the median.
     pub background_top_fraction: f32,
 
     /// Every photo's colour features are multiplied by
     /// `stain_reference_chroma_pct / stain`, where `stain` is the photo's 90th
-    /// percentile of balanced chroma (mostly erythrocytes, so it measures how
-    /// strongly the photo is stained and how much contrast the camera kept).
-    /// The thresholds below are then in units of a typical BCCD photo:
-    /// 20% is the BCCD median (5-95% range 17-26%).
+    /// percentile of balanced chroma: mostly erythrocytes, so it measures how
+    /// strongly the photo is stained and how much contrast the camera kept.
+    /// The thresholds below are then in units of a typical BCCD photo: 20% is
+    /// the BCCD median (5-95%: 16-26%).
     pub stain_reference_chroma_pct: u16,
 
-    /// Smallest factor of that normalisation (for very vivid photos).
+    /// Smallest factor of that normalisation (very vivid photos).
     pub min_contrast_gain: f32,
 
-    /// Largest factor (for very pale photos): beyond it the pixel noise
-    /// would be amplified into the cytoplasm mask.
+    /// Largest factor (very pale photos): beyond it pixel noise would be
+    /// amplified into the cytoplasm mask.
     pub max_contrast_gain: f32,
 
     /// Background mask: balanced chroma `(max-min)/mean` at most this
-    /// percentage is gray. The background's own pixel noise has a spread of
-    /// 2-4%; stained cells are above 8%.
+    /// percentage is gray. The background's own pixel noise spreads 2-4%;
+    /// stained cells are above 8%.
     pub background_max_chroma_pct: u16,
 
     /// Erythrocyte mask: stained pixels whose blue exceeds red by at most this
     /// percentage of the mean, `(B-R)/mean <= t` ("weak blue or strong red");
-    /// the leukocyte mask is the pixels above it.
-    /// Erythrocytes sit at -20..-5%, background at 0, pale cytoplasm at
-    /// 4..16%, stained nuclei at 25..80% (median per photo 29..69%); the
-    /// histogram of all pixels has its valley between 16 and 24%.
+    /// the leukocyte mask is the stained pixels above it. Erythrocytes sit at
+    /// -20..-5%, background at 0, pale cytoplasm at 4..16%, stained nuclei at
+    /// 25..80% (median per photo 29..69%); the histogram of all pixels has
+    /// its valley between 16 and 24%.
     pub erythrocyte_max_blueness_pct: u16,
 
-    /// Radius of the (octagonal) opening of the leukocyte mask. Removes
-    /// scraps thinner than ~2r+1 working pixels (platelets are 4-6 px across
-    /// at 320 px width, nucleus lobes 10-15 px) and rounds the shapes.
+    /// Radius of the (octagonal) opening of the leukocyte mask: removes
+    /// scraps narrower than ~5 working px (15 photo px: platelets, stained
+    /// edges) and rounds the shapes, while nucleus lobes (10-15 working px
+    /// thick) stay.
     pub open_radius_px: u32,
 
     /// Pieces of the opened leukocyte mask smaller than this share of the
-    /// working image do not seed a cell (platelet clumps survive the opening
-    /// but are small): 0.2% = 150 working px = a disk of ~14 px diameter.
+    /// working image do not seed a cell: 0.3% is ~100 working px, a disk of
+    /// 11 px. In BCCD the smallest largest nucleus piece of a photo has 570
+    /// working px, and half of all other pieces (platelets) are under 50.
     pub seed_min_area_fraction: f32,
 
     /// Cytoplasm features are averaged over a (2r+1)^2 window first: pale
-    /// cytoplasm differs from the background by about the pixel noise, and
-    /// eosinophil granules alternate with gaps.
+    /// cytoplasm differs from the background by little more than the pixel
+    /// noise, and eosinophil granules alternate with gaps.
     pub cytoplasm_smooth_radius_px: u32,
 
     /// Cytoplasm ("not red"): averaged `(B-R)/mean` at least this percentage,
-    /// i.e. bluer than the gray background (neutrophil, lymphocyte and
-    /// monocyte cytoplasm is lilac to blue; erythrocytes are below 0).
+    /// i.e. bluer than the gray background by twice its noise. Neutrophil,
+    /// lymphocyte and monocyte cytoplasm is lilac to blue (4-16%);
+    /// erythrocytes are below 0.
     pub cytoplasm_min_blueness_pct: i16,
 
     /// Cytoplasm ("strongly stained"): averaged magenta `((R+B)/2-G)/mean` at
@@ -88,37 +94,40 @@ pub struct IsolationConfig {
     /// magenta of 5-10% per photo, granule fields 15-30%.
     pub granule_min_magenta_pct: i16,
 
-    /// The nucleus grows into the cytoplasm at most this far (8-connected
-    /// steps). A leukocyte is ~2x the width of its nucleus; at 320 px width
-    /// the cytoplasm rim is up to ~20 px wide.
+    /// A nucleus grows into its cytoplasm at most this far (8-connected
+    /// steps). A leukocyte is up to twice as wide as its nucleus; 20 working
+    /// px (60 photo px) covers the widest cytoplasm rims in BCCD.
     pub grow_max_px: u32,
 
-    /// Pores of the grown cells are filled by a closing of this radius.
+    /// Pores of the grown cells (gaps between granules, noise) are filled by
+    /// a closing of this radius.
     pub fill_radius_px: u32,
 
     /// Parts of the grown cells thinner than an octagon of this radius
-    /// (leaks along debris) are removed by an opening; nuclei stay.
+    /// (~11 working px, a sixth of a cell) are removed by an opening: the
+    /// growth leaks along stained erythrocyte rims and debris in thin paths.
+    /// Nuclei always stay.
     pub trim_radius_px: u32,
 
     /// Boxes of two pieces closer than this share of the smaller box's longer
-    /// side are merged (lobes of one nucleus that the growth did not join).
+    /// side are merged: lobes of one nucleus that the growth did not join.
     pub merge_gap_fraction: f32,
 
     /// Leukocytes whose nucleus area is below this share of the photo are
-    /// dropped: 0.5% of 640x480 is 1536 px, half the nucleus of the smallest
-    /// lymphocytes in BCCD and about twice a large platelet.
+    /// dropped: 0.5% (1536 px of 640x480) is about half the nucleus of the
+    /// smallest lymphocytes and twice a large platelet.
     pub min_area_fraction: f32,
 
     /// The mask's outline lies about this many working pixels inside the
     /// cell's edge: shrinking and averaging blur the edge over a few pixels
     /// and the cytoplasm thresholds cut the blur above half-way. Each side of
-    /// a box is pushed out by it (one working pixel: the averaging radius).
+    /// a box is pushed out by it (one working pixel, the averaging radius; a
+    /// drawn test cell is then found within 2 px).
     pub edge_px: u32,
 
-    /// Each side of a found box is pushed out by this share of the box's
-    /// size: the mask stops where the cell's blurred edge crosses the
-    /// thresholds, a few pixels inside the cell's outline, while a box that
-    /// encloses the cell includes the outline.
+    /// Each side of a box is then pushed out by this share of its size:
+    /// annotators draw a box that encloses the cell with a little room, and
+    /// the faint rim of a cell's membrane is not in the mask.
     pub box_margin_fraction: f32,
 }
 

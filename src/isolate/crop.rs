@@ -195,7 +195,11 @@ fn taps(n: usize, m: usize) -> Taps {
         let mut cum = 0.0;
         let mut prev = 0u32;
         for v in &w {
-            cum += if total > 0.0 { v / total } else { 1.0 / w.len() as f64 };
+            cum += if total > 0.0 {
+                v / total
+            } else {
+                1.0 / w.len() as f64
+            };
             let next = ((cum * ONE as f64).round() as u32).min(ONE);
             t.weights.push(next - prev);
             prev = next;
@@ -253,7 +257,8 @@ fn resample(img: &RgbImage, r: Region, ow: u32, oh: u32) -> RgbImage {
             }
         }
     }
-    RgbImage::from_raw(ow as u32, oh as u32, out).unwrap_or_else(|| RgbImage::new(ow as u32, oh as u32))
+    RgbImage::from_raw(ow as u32, oh as u32, out)
+        .unwrap_or_else(|| RgbImage::new(ow as u32, oh as u32))
 }
 
 #[cfg(test)]

@@ -71,7 +71,12 @@ pub fn cytoplasm_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig
 /// [`cytoplasm_mask`] of the pixels in `win` only (a `win`-sized mask),
 /// identical to the same part of the whole-image mask: the averaging window
 /// reaches outside `win` where the image continues.
-pub fn cytoplasm_mask_in(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig, win: Window) -> GrayImage {
+pub fn cytoplasm_mask_in(
+    img: &RgbImage,
+    model: &ColourModel,
+    cfg: &IsolationConfig,
+    win: Window,
+) -> GrayImage {
     let r = cfg.cytoplasm_smooth_radius_px.min(1000);
     let outer = win.grown(r, img.width(), img.height());
     let f = ColourFeatures::compute_in(img, model, outer);
@@ -85,10 +90,20 @@ pub fn cytoplasm_mask_in(img: &RgbImage, model: &ColourModel, cfg: &IsolationCon
     let mut data = Vec::with_capacity(win.width as usize * win.height as usize);
     for y in 0..win.height as usize {
         let start = (y + dy) * ow + dx;
-        let (b, m) = (&blue[start..start + win.width as usize], &magenta[start..start + win.width as usize]);
-        data.extend(b.iter().zip(m).map(|(&b, &m)| if b as i64 >= tb || m as i64 >= tm { IN } else { 0 }));
+        let (b, m) = (
+            &blue[start..start + win.width as usize],
+            &magenta[start..start + win.width as usize],
+        );
+        data.extend(b.iter().zip(m).map(|(&b, &m)| {
+            if b as i64 >= tb || m as i64 >= tm {
+                IN
+            } else {
+                0
+            }
+        }));
     }
-    GrayImage::from_raw(win.width, win.height, data).unwrap_or_else(|| GrayImage::new(win.width, win.height))
+    GrayImage::from_raw(win.width, win.height, data)
+        .unwrap_or_else(|| GrayImage::new(win.width, win.height))
 }
 
 /// Number of foreground pixels.
@@ -154,29 +169,75 @@ mod tests {
 
     #[test]
     fn leukocyte_is_neither_background_nor_erythrocyte() {
-        let img = RgbImage::from_fn(16, 16, |x, y| Rgb([(x * 16) as u8, (y * 16) as u8, ((x + y) * 8) as u8]));
+        let img = RgbImage::from_fn(16, 16, |x, y| {
+            Rgb([(x * 16) as u8, (y * 16) as u8, ((x + y) * 8) as u8])
+        });
         for t in [2u16, 20] {
             let cfg = IsolationConfig {
                 erythrocyte_max_blueness_pct: t,
                 ..IsolationConfig::default()
             };
             let m = ColourModel::estimate(&img, &cfg);
-            let neither = combine(&background_mask(&img, &m, &cfg), &erythrocyte_mask(&img, &m, &cfg), |a, b| !a && !b);
+            let neither = combine(
+                &background_mask(&img, &m, &cfg),
+                &erythrocyte_mask(&img, &m, &cfg),
+                |a, b| !a && !b,
+            );
             assert_eq!(leukocyte_mask(&img, &m, &cfg), neither);
         }
     }
 
     #[test]
+    fn black_pixels_are_in_no_stain_mask() {
+        let img = RgbImage::from_pixel(4, 3, Rgb([0, 0, 0]));
+        let cfg = IsolationConfig::default();
+        let m = ColourModel::estimate(&img, &cfg);
+        assert_eq!(count(&leukocyte_mask(&img, &m, &cfg)), 0);
+        assert_eq!(count(&erythrocyte_mask(&img, &m, &cfg)), 0);
+        assert_eq!(count(&cytoplasm_mask(&img, &m, &cfg)), 0);
+        assert_eq!(count(&background_mask(&img, &m, &cfg)), 12);
+    }
+
+    #[test]
     fn cytoplasm_in_a_window_equals_the_whole_mask_there() {
-        let img = RgbImage::from_fn(40, 30, |x, y| Rgb([(150 + (x * 7 + y * 3) % 60) as u8, (120 + (x * y) % 90) as u8, (140 + (x * 13 + y * 5) % 80) as u8]));
+        let img = RgbImage::from_fn(40, 30, |x, y| {
+            Rgb([
+                (150 + (x * 7 + y * 3) % 60) as u8,
+                (120 + (x * y) % 90) as u8,
+                (140 + (x * 13 + y * 5) % 80) as u8,
+            ])
+        });
         let cfg = IsolationConfig::default();
         let m = ColourModel::estimate(&img, &cfg);
         let whole = cytoplasm_mask(&img, &m, &cfg);
-        for win in [Window { x: 0, y: 0, width: 40, height: 30 }, Window { x: 5, y: 7, width: 20, height: 10 }, Window { x: 30, y: 25, width: 10, height: 5 }] {
+        for win in [
+            Window {
+                x: 0,
+                y: 0,
+                width: 40,
+                height: 30,
+            },
+            Window {
+                x: 5,
+                y: 7,
+                width: 20,
+                height: 10,
+            },
+            Window {
+                x: 30,
+                y: 25,
+                width: 10,
+                height: 5,
+            },
+        ] {
             let part = cytoplasm_mask_in(&img, &m, &cfg, win);
             for y in 0..win.height {
                 for x in 0..win.width {
-                    assert_eq!(part.get_pixel(x, y), whole.get_pixel(x + win.x, y + win.y), "{win:?} {x} {y}");
+                    assert_eq!(
+                        part.get_pixel(x, y),
+                        whole.get_pixel(x + win.x, y + win.y),
+                        "{win:?} {x} {y}"
+                    );
                 }
             }
         }

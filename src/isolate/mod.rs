@@ -3,31 +3,39 @@
 //!
 //! The chain of steps, each a public function tested on its own:
 //!
-//! 1. [`colour::downsample`] to working size (a 640x480 photo is worked on at
-//!    320x240), then [`colour::ColourFeatures`]: white balance against the
-//!    photo's own background and brightness-free chromaticity, so darker,
-//!    warmer or paler photos look alike;
-//! 2. [`background_mask`] (gray), [`erythrocyte_mask`] (leaning to red) and
-//!    [`leukocyte_mask`] (neither: the blue-stained nuclei);
-//! 3. [`open`]: erosion then dilation, removes platelets and scraps;
-//! 4. [`components`]: connected pieces; pieces too small to be a nucleus are
-//!    not used as seeds;
+//! 1. [`downsample`] to working size (a 640x480 photo is worked on at
+//!    214x160), then [`ColourModel::estimate`]: white balance against the
+//!    photo's own background, brightness-free chromaticity, and a common
+//!    stain contrast, so darker, warmer, paler or more vivid photos look alike;
+//! 2. [`background_mask`] (gray), [`erythrocyte_mask`] (stained, leaning to
+//!    red) and [`leukocyte_mask`] (neither: the blue-stained nuclei);
+//! 3. [`open`]: erosion then dilation by an octagon, removes platelets and
+//!    scraps and rounds the shapes;
+//! 4. [`components`]: connected pieces; pieces too small to be a nucleus do
+//!    not seed a cell;
 //! 5. [`grow`]: each nucleus grows into the surrounding [`cytoplasm_mask`]
-//!    (bluish, or eosinophil granules) so the box encloses the whole cell;
-//!    lobes whose cytoplasm meets become one cell;
-//! 6. [`merge_close`]: pieces whose boxes are close for their size merge;
-//!    cells with too little nucleus are dropped; boxes are scaled back to the
-//!    photo with a small margin for the cell's outline;
+//!    (bluish, or eosinophil granules), so the box encloses the whole cell
+//!    and not just its nucleus; lobes whose cytoplasm meets become one cell;
+//!    [`trim`] cuts the thin leaks of that growth;
+//! 6. [`merge_close`]: pieces whose boxes touch or nearly touch merge; cells
+//!    with too little nucleus are dropped; boxes are scaled back to the
+//!    photo, pushed out to the cell's outline, largest nucleus first;
 //! 7. [`crop`]: a box cut out and resized to 128x128.
 //!
-//! All settings live in [`IsolationConfig`]. Scoring against the annotations
-//! is in [`score`]; it is evaluation only.
+//! All settings live in [`IsolationConfig`]. Scoring against the data set's
+//! annotations is in [`score`]; it is evaluation only. On BCCD (344 photos
+//! with one annotated leukocyte) the largest box has a mean IoU of 0.858
+//! with the annotation (`leuko isolate --score`).
 //!
 //! ```
 //! use leuko::isolate::{crop, isolate, CropConfig, IsolationConfig};
 //! let photo = image::RgbImage::from_pixel(64, 48, image::Rgb([200, 200, 200]));
 //! let boxes = isolate(&photo, &IsolationConfig::default());
 //! assert!(boxes.is_empty()); // an empty smear: no leukocyte, not an error
+//! if let Some(cell) = boxes.first() {
+//!     let input = crop(&photo, cell, &CropConfig::default()); // 128x128
+//!     assert_eq!(input.dimensions(), (128, 128));
+//! }
 //! ```
 
 pub mod boxes;
@@ -42,7 +50,9 @@ pub mod overlay;
 pub mod score;
 
 pub use boxes::{merge_close, LeukocyteBox, Piece};
-pub use colour::{downsample, estimate_background, work_factor, ColourFeatures, ColourModel, Window};
+pub use colour::{
+    downsample, estimate_background, work_factor, ColourFeatures, ColourModel, Window,
+};
 pub use components::{components, Component, Labelling};
 pub use config::IsolationConfig;
 pub use crop::{crop, resize, CropConfig};
@@ -76,13 +86,21 @@ pub fn isolate(photo: &RgbImage, cfg: &IsolationConfig) -> Vec<LeukocyteBox> {
 
 /// The nuclei that seed cells: the leukocyte mask, opened, its pieces that
 /// are large enough (smaller ones are platelets and scraps).
-fn seeds(work: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> (GrayImage, Labelling, Vec<bool>) {
+fn seeds(
+    work: &RgbImage,
+    model: &ColourModel,
+    cfg: &IsolationConfig,
+) -> (GrayImage, Labelling, Vec<bool>) {
     let nucleus = leukocyte_mask(work, model, cfg);
     let opened = open(&nucleus, cfg.open_radius_px);
     let seeds = components(&opened);
     let area = work.width() as f64 * work.height() as f64;
     let seed_min = (fraction(cfg.seed_min_area_fraction) * area).max(1.0);
-    let is_seed = seeds.components.iter().map(|c| c.area_px as f64 >= seed_min).collect();
+    let is_seed = seeds
+        .components
+        .iter()
+        .map(|c| c.area_px as f64 >= seed_min)
+        .collect();
     (nucleus, seeds, is_seed)
 }
 
@@ -126,7 +144,8 @@ fn seed_windows(seeds: &Labelling, is_seed: &[bool], reach: u32, margin: u32) ->
         a.x < b.x + b.width && b.x < a.x + a.width && a.y < b.y + b.height && b.y < a.y + a.height
     };
     // (outer window, union of the seed boxes in it)
-    let mut groups: Vec<(Window, Window)> = boxes.iter().map(|b| (b.grown(margin, w, h), *b)).collect();
+    let mut groups: Vec<(Window, Window)> =
+        boxes.iter().map(|b| (b.grown(margin, w, h), *b)).collect();
     loop {
         let mut joined = false;
         'outer: for i in 0..groups.len() {
@@ -174,12 +193,25 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     let mut pieces: Vec<Piece> = Vec::new();
     for SeedWindow { outer: win, inner } in seed_windows(&seeds, &is_seed, reach, margin) {
         let local = seeds.crop(win.x, win.y, win.width, win.height);
-        let strong = image::imageops::crop_imm(&nucleus, win.x, win.y, win.width, win.height).to_image();
+        let strong =
+            image::imageops::crop_imm(&nucleus, win.x, win.y, win.width, win.height).to_image();
         // The cytoplasm mask where the growth can reach; nothing beyond.
         let mut cyto = GrayImage::new(win.width, win.height);
         let part = masks::cytoplasm_mask_in(&work, &model, cfg, inner);
-        image::imageops::replace(&mut cyto, &part, (inner.x - win.x) as i64, (inner.y - win.y) as i64);
-        let g = grow(&local, &is_seed, &cyto, &strong, cfg.grow_max_px, cfg.open_radius_px.saturating_add(1));
+        image::imageops::replace(
+            &mut cyto,
+            &part,
+            (inner.x - win.x) as i64,
+            (inner.y - win.y) as i64,
+        );
+        let g = grow(
+            &local,
+            &is_seed,
+            &cyto,
+            &strong,
+            cfg.grow_max_px,
+            cfg.open_radius_px.saturating_add(1),
+        );
         let g = trim(&g, fill, trim_r);
         pieces.extend(g.regions.iter().map(|r| Piece {
             x_min: r.extent.x_min + win.x,
@@ -197,7 +229,12 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     let mut kept: Vec<(usize, LeukocyteBox)> = cells
         .iter()
         .enumerate()
-        .map(|(k, c)| (k, boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction)))
+        .map(|(k, c)| {
+            (
+                k,
+                boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction),
+            )
+        })
         .filter(|(_, b)| b.area_px as f64 >= min_area && b.box_area_px() > 0)
         .collect();
     kept.sort_by(|a, b| {
@@ -217,7 +254,10 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     for (win, g) in &growths {
         for (i, &l) in g.labels.iter().enumerate() {
             if l != 0 && keep_cell[owner[first_piece + l as usize - 1]] {
-                let (x, y) = (win.x + (i as u32 % win.width), win.y + (i as u32 / win.width));
+                let (x, y) = (
+                    win.x + (i as u32 % win.width),
+                    win.y + (i as u32 / win.width),
+                );
                 mask.put_pixel(x, y, image::Luma([masks::IN]));
             }
         }
@@ -293,7 +333,14 @@ mod tests {
         let model = ColourModel::estimate(&work, cfg);
         let (nucleus, seeds, is_seed) = seeds(&work, &model, cfg);
         let cyto = cytoplasm_mask(&work, &model, cfg);
-        let g = grow(&seeds, &is_seed, &cyto, &nucleus, cfg.grow_max_px, cfg.open_radius_px + 1);
+        let g = grow(
+            &seeds,
+            &is_seed,
+            &cyto,
+            &nucleus,
+            cfg.grow_max_px,
+            cfg.open_radius_px + 1,
+        );
         let g = trim(&g, cfg.fill_radius_px, cfg.trim_radius_px);
         let pieces: Vec<Piece> = g
             .regions
@@ -312,16 +359,29 @@ mod tests {
             .map(|c| boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction))
             .filter(|b| b.area_px as f64 >= cfg.min_area_fraction as f64 * (w * h) as f64)
             .collect();
-        out.sort_by(|a, b| b.area_px.cmp(&a.area_px).then(a.y_min.cmp(&b.y_min)).then(a.x_min.cmp(&b.x_min)));
+        out.sort_by(|a, b| {
+            b.area_px
+                .cmp(&a.area_px)
+                .then(a.y_min.cmp(&b.y_min))
+                .then(a.x_min.cmp(&b.x_min))
+        });
         out
     }
 
     #[test]
     fn windows_give_the_same_boxes_as_whole_image_steps() {
         let cfg = IsolationConfig::default();
-        for cells in [vec![(160i64, 120i64, 40i64)], vec![(60, 60, 30), (250, 170, 45)], vec![(100, 100, 30), (150, 110, 30)]] {
+        for cells in [
+            vec![(160i64, 120i64, 40i64)],
+            vec![(60, 60, 30), (250, 170, 45)],
+            vec![(100, 100, 30), (150, 110, 30)],
+        ] {
             let img = smear(320, 240, &cells);
-            assert_eq!(isolate(&img, &cfg), isolate_by_steps(&img, &cfg), "{cells:?}");
+            assert_eq!(
+                isolate(&img, &cfg),
+                isolate_by_steps(&img, &cfg),
+                "{cells:?}"
+            );
         }
     }
 

@@ -52,7 +52,12 @@ fn row3(op: Op, src: &[u8], dst: &mut [u8]) {
     dst[0] = op.f(src[0], src[1]);
     dst[w - 1] = op.f(src[w - 2], src[w - 1]);
     let n = w - 2;
-    let (l, m, r, d) = (&src[..n], &src[1..n + 1], &src[2..n + 2], &mut dst[1..n + 1]);
+    let (l, m, r, d) = (
+        &src[..n],
+        &src[1..n + 1],
+        &src[2..n + 2],
+        &mut dst[1..n + 1],
+    );
     match op {
         Op::Erode => {
             for i in 0..n {
@@ -122,7 +127,11 @@ fn pass(op: Op, src: &[u8], dst: &mut [u8], w: usize, h: usize, horizontal: bool
 fn apply(mask: &GrayImage, op: Op, radius: u32) -> GrayImage {
     let (w, h) = (mask.width() as usize, mask.height() as usize);
     // Normalise to 0/255 so min/max are boolean AND/OR.
-    let mut a: Vec<u8> = mask.as_raw().iter().map(|&v| if v != 0 { IN } else { 0 }).collect();
+    let mut a: Vec<u8> = mask
+        .as_raw()
+        .iter()
+        .map(|&v| if v != 0 { IN } else { 0 })
+        .collect();
     if radius == 0 || w == 0 || h == 0 {
         return GrayImage::from_raw(mask.width(), mask.height(), a).unwrap_or_else(|| mask.clone());
     }
@@ -186,7 +195,11 @@ mod tests {
         let h = rows.len() as u32;
         let w = rows[0].len() as u32;
         GrayImage::from_fn(w, h, |x, y| {
-            Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' { IN } else { 0 }])
+            Luma([if rows[y as usize].as_bytes()[x as usize] == b'#' {
+                IN
+            } else {
+                0
+            }])
         })
     }
 
@@ -194,7 +207,13 @@ mod tests {
         (0..m.height())
             .map(|y| {
                 (0..m.width())
-                    .map(|x| if m.get_pixel(x, y).0[0] != 0 { '#' } else { '.' })
+                    .map(|x| {
+                        if m.get_pixel(x, y).0[0] != 0 {
+                            '#'
+                        } else {
+                            '.'
+                        }
+                    })
                     .collect()
             })
             .collect()
@@ -202,7 +221,11 @@ mod tests {
 
     fn dot(n: usize) -> GrayImage {
         let rows: Vec<String> = (0..n)
-            .map(|y| (0..n).map(|x| if x == n / 2 && y == n / 2 { '#' } else { '.' }).collect())
+            .map(|y| {
+                (0..n)
+                    .map(|x| if x == n / 2 && y == n / 2 { '#' } else { '.' })
+                    .collect()
+            })
             .collect();
         from_rows(&rows.iter().map(String::as_str).collect::<Vec<_>>())
     }
@@ -211,8 +234,14 @@ mod tests {
     fn small_radii_are_round() {
         // Radius 1 is a cross (as OpenCV's 3x3 ellipse), radius 2 a 5x5
         // square without corners, radius 3 an octagon.
-        assert_eq!(to_rows(&dilate(&dot(5), 1)), [".....", "..#..", ".###.", "..#..", "....."]);
-        assert_eq!(to_rows(&dilate(&dot(5), 2)), [".###.", "#####", "#####", "#####", ".###."]);
+        assert_eq!(
+            to_rows(&dilate(&dot(5), 1)),
+            [".....", "..#..", ".###.", "..#..", "....."]
+        );
+        assert_eq!(
+            to_rows(&dilate(&dot(5), 2)),
+            [".###.", "#####", "#####", "#####", ".###."]
+        );
         assert_eq!(
             to_rows(&dilate(&dot(7), 3)),
             ["..###..", ".#####.", "#######", "#######", "#######", ".#####.", "..###.."]

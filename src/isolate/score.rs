@@ -163,7 +163,9 @@ pub fn score_dataset_with(
             }))
         })
         .collect::<Result<_>>()?;
-    Ok(ScoreReport::from_scores(scores.into_iter().flatten().collect()))
+    Ok(ScoreReport::from_scores(
+        scores.into_iter().flatten().collect(),
+    ))
 }
 
 #[cfg(test)]

@@ -108,7 +108,10 @@ impl Geometry {
         let (k, h, w) = (shape.k, shape.h, shape.w);
         let (wp, lead, halo) = if k == 3 { (w + 1, 1, 1) } else { (w, 0, 0) };
         let per_row = channels.max(1) * wp * core::mem::size_of::<f32>();
-        let rows = (BAND_BYTES / per_row).clamp(1, h);
+        // As many rows as fit the budget, then evened out over the bands: a short last band
+        // would pay the per-band costs (halo rows, register block set-up) for little work.
+        let max_rows = (BAND_BYTES / per_row).clamp(1, h);
+        let rows = h.div_ceil(h.div_ceil(max_rows));
         let out_len = (rows * wp).div_ceil(STRIP) * STRIP;
         let max_offset = (k - 1) * wp + (k - 1);
         let in_len = (lead + (rows + 2 * halo) * wp).max(out_len + max_offset + 8);
@@ -468,18 +471,20 @@ pub(super) fn backward(
                 if needs.weight {
                     let x_img = &x[img * c_in * h * w..(img + 1) * c_in * h * w];
                     geo.pack(x_img, c_in, x_planes, h0, r, xb);
-                    weight_grad_band(&geo, planes, c_out, xb, taps, &tap_offsets, r, dw);
+                    weight_grad_band(&geo, planes, c_out, xb, cols, &tap_offsets, r, dw);
                 }
             }
         });
     };
 
-    // Fixed chunks of consecutive tasks, each summing into its own partial gradients.
+    // Fixed chunks of consecutive tasks, each summing into its own partial gradients (the
+    // weight gradient in the register-block layout of `weight_grad_band`).
     let chunks = tasks.min(REDUCE_CHUNKS);
+    let blocked_len = c_out_pad / MO * cols.div_ceil(NJ) * MO * NJ;
     let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
         .into_par_iter()
         .map(|chunk| {
-            let mut dw = vec![0.0f32; if needs.weight { c_out * cols } else { 0 }];
+            let mut dw = vec![0.0f32; if needs.weight { blocked_len } else { 0 }];
             let mut db = vec![0.0f32; c_out];
             for task in chunk * tasks / chunks..(chunk + 1) * tasks / chunks {
                 one_task(task, &mut dw, &mut db);
@@ -500,9 +505,22 @@ pub(super) fn backward(
     }
     Grads {
         input: dx,
-        weight: needs.weight.then_some(dw),
+        weight: needs.weight.then(|| unblock(&dw, c_out, cols)),
         bias: needs.bias.then_some(db),
     }
+}
+
+/// Converts a weight gradient from the register-block layout of [`weight_grad_band`]
+/// (`[c_out / MO][cols / NJ][MO][NJ]`, both rounded up) to burn's `[c_out][cols]`.
+fn unblock(blocked: &[f32], c_out: usize, cols: usize) -> Vec<f32> {
+    let col_blocks = cols.div_ceil(NJ);
+    let mut dw = vec![0.0f32; c_out * cols];
+    for (co, row) in dw.chunks_exact_mut(cols).enumerate() {
+        for (col, v) in row.iter_mut().enumerate() {
+            *v = blocked[((co / MO * col_blocks + col / NJ) * MO + co % MO) * NJ + col % NJ];
+        }
+    }
+    dw
 }
 
 /// Number of 8-float vectors covering the `r * wp` output positions of a band.
@@ -540,62 +558,58 @@ fn sum_vectors(values: &[f32]) -> f32 {
     unsafe { avx::sum(values.as_ptr(), values.len() / 8) }
 }
 
-/// Adds one band's weight gradient to `dw [c_out][c_in * taps]`.
+/// Adds one band's weight gradient to `dw`, kept in register-block layout
+/// `[c_out / MO][cols / NJ][MO][NJ]` (both rounded up; see [`unblock`]) so that each block's
+/// twelve sums are added by the assembly block itself to twelve consecutive floats.
 ///
 /// `dy` holds the band's output gradient in output layout (see [`output_planes`]: `c_out`
-/// rounded up to [`MO`] planes, `in_len` apart), `xb` the band's packed input planes.
+/// rounded up to [`MO`] planes, `in_len` apart), `xb` the band's packed input planes; `cols` is
+/// `c_in * taps`.
 #[allow(clippy::too_many_arguments)]
 fn weight_grad_band(
     geo: &Geometry,
     dy: &[f32],
     c_out: usize,
     xb: &[f32],
-    taps: usize,
+    cols: usize,
     tap_offsets: &[usize],
     r: usize,
     dw: &mut [f32],
 ) {
+    let taps = tap_offsets.len();
     let nvec = planes_nvec(geo, r);
     let c_out_pad = c_out.next_multiple_of(MO);
-    let cols = dw.len() / c_out;
+    let col_blocks = cols.div_ceil(NJ);
     let x_planes = xb.len() / geo.in_len;
     let col_stride = if taps == 1 { geo.in_len } else { 1 };
     assert!(dy.len() >= (c_out_pad - 1) * geo.in_len + 8 * nvec);
+    assert!(dw.len() >= c_out_pad / MO * col_blocks * MO * NJ);
     // Within a plane, a 3x3 block reads columns at tap offsets +0, +1, +2; a 1x1 block reads
     // offset 0 of NJ consecutive planes.
     let last_col = if taps == 1 { 0 } else { NJ - 1 };
     assert!(tap_offsets
         .iter()
         .all(|&o| o + last_col + 8 * nvec <= geo.in_len));
-    let mut block = [0.0f32; MO * NJ];
     for blk in 0..c_out_pad / MO {
         let dyp = dy[blk * MO * geo.in_len..].as_ptr();
-        let mut col = 0;
-        while col < cols {
-            let nj = NJ.min(cols - col);
+        for cb in 0..col_blocks {
             // Columns of one block: consecutive taps of one kernel row (3x3), or consecutive
             // input channels (1x1): a constant pointer stride. A short last block (1x1 only)
-            // reads the zero planes packed after the input channels and drops their sums.
+            // reads the zero planes packed after the input channels; `unblock` drops its sums.
+            let col = cb * NJ;
             let (ci, t) = (col / taps, col % taps);
-            assert!(taps == 1 || (nj == NJ && t % geo.k == 0));
+            assert!(taps == 1 || (col + NJ <= cols && t % geo.k == 0));
             assert!(ci + if taps == 1 { NJ - 1 } else { 0 } < x_planes);
             let xp = xb[ci * geo.in_len + tap_offsets[t]..].as_ptr();
+            let acc = &mut dw[(blk * col_blocks + cb) * MO * NJ..][..MO * NJ];
             // SAFETY: kernels available (checked before any kernel call, see
             // `super::flex_shape`); dy: MO planes `in_len` apart read for 8 * nvec floats
             // (asserted above); x: NJ columns `col_stride` apart read from a tap offset for
-            // 8 * nvec floats, inside the x_planes planes (asserted above).
+            // 8 * nvec floats, inside the x_planes planes (asserted above); `acc` holds the
+            // 12 floats written.
             unsafe {
-                avx::dot_block(dyp, geo.in_len, xp, col_stride, nvec, &mut block);
+                avx::dot_block(dyp, geo.in_len, xp, col_stride, nvec, acc.as_mut_ptr());
             }
-            for i in 0..MO {
-                let co = blk * MO + i;
-                if co < c_out {
-                    for j in 0..nj {
-                        dw[co * cols + col + j] += block[i * NJ + j];
-                    }
-                }
-            }
-            col += nj;
         }
     }
 }
@@ -791,19 +805,19 @@ mod avx {
         };
     }
 
-    /// One weight-gradient register block: `out[3 * i + j] = Σ_{v < nvec} Σ_{l < 8}
+    /// One weight-gradient register block: `acc[3 * i + j] += Σ_{v < nvec} Σ_{l < 8}
     /// dy[i * dy_stride + 8v + l] * x[j * col_stride + 8v + l]` for `i < 4`, `j < 3`.
     ///
     /// # Safety
     /// AVX2 and FMA available; `nvec ≥ 1`; the 4 `dy` rows and 3 `x` columns readable for
-    /// `8 * nvec` floats.
+    /// `8 * nvec` floats; `acc` readable and writable for 12 floats.
     pub(super) unsafe fn dot_block(
         dy: *const f32,
         dy_stride: usize,
         x: *const f32,
         col_stride: usize,
         nvec: usize,
-        out: &mut [f32; 12],
+        acc: *mut f32,
     ) {
         asm!(
             "vxorps ymm0, ymm0, ymm0",
@@ -842,18 +856,21 @@ mod avx {
             "vhaddps ymm0, ymm0, ymm2",
             "vextractf128 xmm1, ymm0, 1",
             "vaddps xmm0, xmm0, xmm1",
+            "vaddps xmm0, xmm0, [{o}]",
             "vmovups [{o}], xmm0",
             "vhaddps ymm4, ymm4, ymm5",
             "vhaddps ymm6, ymm6, ymm7",
             "vhaddps ymm4, ymm4, ymm6",
             "vextractf128 xmm5, ymm4, 1",
             "vaddps xmm4, xmm4, xmm5",
+            "vaddps xmm4, xmm4, [{o} + 16]",
             "vmovups [{o} + 16], xmm4",
             "vhaddps ymm8, ymm8, ymm9",
             "vhaddps ymm10, ymm10, ymm11",
             "vhaddps ymm8, ymm8, ymm10",
             "vextractf128 xmm9, ymm8, 1",
             "vaddps xmm8, xmm8, xmm9",
+            "vaddps xmm8, xmm8, [{o} + 32]",
             "vmovups [{o} + 32], xmm8",
             "vzeroupper",
             x = inout(reg) x => _,
@@ -862,7 +879,7 @@ mod avx {
             n = inout(reg) nvec => _,
             cs = in(reg) col_stride * 4,
             ds = in(reg) dy_stride * 4,
-            o = in(reg) out.as_mut_ptr(),
+            o = in(reg) acc,
             out("ymm0") _, out("ymm1") _, out("ymm2") _, out("ymm3") _,
             out("ymm4") _, out("ymm5") _, out("ymm6") _, out("ymm7") _,
             out("ymm8") _, out("ymm9") _, out("ymm10") _, out("ymm11") _,
@@ -961,7 +978,7 @@ mod avx {
         _x: *const f32,
         _col_stride: usize,
         _nvec: usize,
-        _out: &mut [f32; 12],
+        _acc: *mut f32,
     ) {
         unreachable!("fastconv kernels need x86-64 AVX2")
     }
