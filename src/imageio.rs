@@ -42,6 +42,10 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     if reader.format().is_none() {
         return Err("not an image in a known format (JPEG, PNG, BMP, TIFF)".to_string());
     }
+    if reader.format() == Some(image::ImageFormat::Jpeg) && !has_jpeg_end_marker(bytes) {
+        // The decoder would fill a cut-off file with gray and call it a photo.
+        return Err("truncated JPEG (no end-of-image marker)".to_string());
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE_PX);
     limits.max_image_height = Some(MAX_SIDE_PX);
@@ -58,6 +62,14 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         return Err("the image has no pixels".to_string());
     }
     Ok(img.into_rgb8())
+}
+
+/// A complete JPEG ends with the EOI marker (FF D9), possibly followed by padding.
+/// Inside entropy-coded data 0xFF is always stuffed (FF 00), so FF D9 near the end
+/// is the marker, not data.
+fn has_jpeg_end_marker(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(4096)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
 }
 
 #[cfg(test)]
@@ -99,6 +111,18 @@ mod tests {
             }
         }
         !crc
+    }
+
+    #[test]
+    fn refuses_a_truncated_jpeg() {
+        let img =
+            image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([x as u8 * 3, y as u8 * 5, 90]));
+        let mut buf = Vec::new();
+        img.write_to(&mut Cursor::new(&mut buf), image::ImageFormat::Jpeg)
+            .unwrap();
+        assert!(decode_rgb(&buf).is_ok());
+        let err = decode_rgb(&buf[..buf.len() / 2]).unwrap_err();
+        assert!(err.contains("truncated"), "{err}");
     }
 
     #[test]

@@ -33,7 +33,15 @@ enum Command {
 
 fn main() -> ExitCode {
     leuko::runtime::tune_allocator();
-    let cli = Cli::parse();
+    // Usage errors exit with 1 (2 means "some inputs could not be read").
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 1 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
     let result = match cli.command {
         Command::Data(c) => cmd::data::run(c),
         Command::Split(a) => cmd::split::run(a),

@@ -181,6 +181,7 @@ fn folder_run_reports_bad_files_and_goes_on() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     for (file, reason) in [
         ("empty.jpg", "empty"),
+        ("truncated.jpg", "truncated"),
         ("text.jpg", "not an image"),
         ("huge.png", "too large"),
     ] {

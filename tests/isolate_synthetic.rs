@@ -126,7 +126,7 @@ fn margin_pushes_the_box_out() {
     let img = smear(&[cell]);
     let plain = isolate(&img, &no_margin())[0];
     let wide = isolate(&img, &IsolationConfig::default())[0];
-    let m = IsolationConfig::default().box_margin_fraction as f64;
+    let m = IsolationConfig::default().box_margin_fraction;
     let expect = (m * plain.width() as f64).round() as i64;
     assert!(((plain.x_min as i64 - wide.x_min as i64) - expect).abs() <= 1);
     assert!(wide.x_max > plain.x_max && wide.y_min < plain.y_min && wide.y_max > plain.y_max);
@@ -262,7 +262,7 @@ proptest! {
     fn crops_are_always_the_configured_square(
         photo in arb_photo(),
         x0 in 0u32..500, y0 in 0u32..400, w in 0u32..500, h in 0u32..400,
-        margin in 0.0f32..1.0, keep_aspect in any::<bool>(),
+        margin in 0.0f64..1.0, keep_aspect in any::<bool>(),
     ) {
         let b = LeukocyteBox { x_min: x0, y_min: y0, x_max: x0 + w, y_max: y0 + h, area_px: 0 };
         let cfg = CropConfig { margin_fraction: margin, keep_aspect, ..CropConfig::default() };

@@ -24,10 +24,11 @@ size = 64
 [net]
 blocks = [8, 16]
 [train]
-epochs = 12
-patience = 12
+epochs = 15
+patience = 15
 oversample = true
 learning_rate = 0.003
+precise_bn_batches = 4
 "#;
 
 /// burn's random generator is per device and process-wide: runs that must be

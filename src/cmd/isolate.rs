@@ -42,7 +42,7 @@ pub struct IsolateArgs {
     pub data: DataArgs,
     /// Context around each box in the crop, as a share of the box's size on each side.
     #[arg(long, default_value_t = 0.0, value_name = "FRACTION")]
-    pub margin: f32,
+    pub margin: f64,
     /// Keep the cell's aspect ratio (a square around the box, padded at the photo's edge) instead of stretching.
     #[arg(long)]
     pub keep_aspect: bool,

@@ -94,9 +94,9 @@ impl Piece {
 /// `gap_fraction` of the smaller piece's longer side, until no two do.
 /// Returns the merged pieces and, for each input piece, the index of the
 /// merged piece it went into.
-pub fn merge_close(pieces: &[Piece], gap_fraction: f32) -> (Vec<Piece>, Vec<usize>) {
+pub fn merge_close(pieces: &[Piece], gap_fraction: f64) -> (Vec<Piece>, Vec<usize>) {
     let frac = if gap_fraction.is_finite() {
-        gap_fraction.max(0.0) as f64
+        gap_fraction.max(0.0)
     } else {
         0.0
     };
@@ -143,14 +143,14 @@ pub fn to_photo(
     width: u32,
     height: u32,
     edge_px: u32,
-    margin_fraction: f32,
+    margin_fraction: f64,
 ) -> LeukocyteBox {
     let f = factor.max(1) as i64;
     let e = edge_px.min(10_000) as i64 * f;
     let (x0, y0) = (p.x_min as i64 * f - e, p.y_min as i64 * f - e);
     let (x1, y1) = (p.x_max as i64 * f + e, p.y_max as i64 * f + e);
     let m = if margin_fraction.is_finite() {
-        margin_fraction.max(0.0) as f64
+        margin_fraction.max(0.0)
     } else {
         0.0
     };

@@ -199,7 +199,7 @@ fn for_each_sample(img: &RgbImage, mut f: impl FnMut([u8; 3])) {
 /// The smear's background colour: the per-channel median of the brightest
 /// `top_fraction` of pixels (by R+G+B), on a regular sample of the pixels
 /// (every fourth of every fourth row). Channels are at least 1.
-pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
+pub fn estimate_background(img: &RgbImage, top_fraction: f64) -> [u8; 3] {
     let mut hist = [0u32; 766];
     let mut n = 0u64;
     for_each_sample(img, |px| {
@@ -214,7 +214,7 @@ pub fn estimate_background(img: &RgbImage, top_fraction: f32) -> [u8; 3] {
     } else {
         0.2
     };
-    let want = ((n as f64 * frac as f64).ceil() as u64).max(1);
+    let want = ((n as f64 * frac).ceil() as u64).max(1);
     let mut threshold = 0usize;
     let mut seen = 0u64;
     for s in (0..766).rev() {
@@ -294,10 +294,10 @@ impl ColourModel {
     /// thresholds.
     pub fn estimate(img: &RgbImage, cfg: &IsolationConfig) -> ColourModel {
         let mut m = Self::with_background(estimate_background(img, cfg.background_top_fraction));
-        let stain = m.stain_chroma_pct(img).max(1) as f32;
+        let stain = m.stain_chroma_pct(img).max(1) as f64;
         let lo = finite_or(cfg.min_contrast_gain, 1.0).clamp(0.1, 1.0);
         let hi = finite_or(cfg.max_contrast_gain, 1.0).clamp(1.0, 10.0);
-        let k = (cfg.stain_reference_chroma_pct as f32 / stain).clamp(lo, hi);
+        let k = (cfg.stain_reference_chroma_pct as f64 / stain).clamp(lo, hi);
         m.contrast_gain = (k * 256.0).round() as u32;
         m
     }
@@ -397,7 +397,7 @@ fn round_i16(v: f32) -> i16 {
     ((v + 4096.5) as i32 - 4096).clamp(-4096, 4096) as i16
 }
 
-fn finite_or(v: f32, default: f32) -> f32 {
+fn finite_or(v: f64, default: f64) -> f64 {
     if v.is_finite() {
         v
     } else {

@@ -35,7 +35,7 @@ pub struct IsolationConfig {
     /// background of the smear; its per-channel median is the white reference
     /// every pixel is balanced against. 20% is background in every BCCD photo,
     /// and the glints inside erythrocytes are too few to move the median.
-    pub background_top_fraction: f32,
+    pub background_top_fraction: f64,
 
     /// Every photo's colour features are multiplied by
     /// `stain_reference_chroma_pct / stain`, where `stain` is the photo's 90th
@@ -46,11 +46,11 @@ pub struct IsolationConfig {
     pub stain_reference_chroma_pct: u16,
 
     /// Smallest factor of that normalisation (very vivid photos).
-    pub min_contrast_gain: f32,
+    pub min_contrast_gain: f64,
 
     /// Largest factor (very pale photos): beyond it pixel noise would be
     /// amplified into the cytoplasm mask.
-    pub max_contrast_gain: f32,
+    pub max_contrast_gain: f64,
 
     /// Background mask: balanced chroma `(max-min)/mean` at most this
     /// percentage is gray. The background's own pixel noise spreads 2-4%;
@@ -75,7 +75,7 @@ pub struct IsolationConfig {
     /// working image do not seed a cell: 0.3% is ~100 working px, a disk of
     /// 11 px. In BCCD the smallest largest nucleus piece of a photo has 570
     /// working px, and half of all other pieces (platelets) are under 50.
-    pub seed_min_area_fraction: f32,
+    pub seed_min_area_fraction: f64,
 
     /// Cytoplasm features are averaged over a (2r+1)^2 window first: pale
     /// cytoplasm differs from the background by little more than the pixel
@@ -111,12 +111,12 @@ pub struct IsolationConfig {
 
     /// Boxes of two pieces closer than this share of the smaller box's longer
     /// side are merged: lobes of one nucleus that the growth did not join.
-    pub merge_gap_fraction: f32,
+    pub merge_gap_fraction: f64,
 
     /// Leukocytes whose nucleus area is below this share of the photo are
     /// dropped: 0.5% (1536 px of 640x480) is about half the nucleus of the
     /// smallest lymphocytes and twice a large platelet.
-    pub min_area_fraction: f32,
+    pub min_area_fraction: f64,
 
     /// The mask's outline lies about this many working pixels inside the
     /// cell's edge: shrinking and averaging blur the edge over a few pixels
@@ -128,7 +128,7 @@ pub struct IsolationConfig {
     /// Each side of a box is then pushed out by this share of its size:
     /// annotators draw a box that encloses the cell with a little room, and
     /// the faint rim of a cell's membrane is not in the mask.
-    pub box_margin_fraction: f32,
+    pub box_margin_fraction: f64,
 }
 
 impl Default for IsolationConfig {

@@ -18,7 +18,7 @@ pub struct CropConfig {
     pub size_px: u32,
     /// Extra context around the box on each side, as a share of the box's
     /// width (left/right) and height (top/bottom).
-    pub margin_fraction: f32,
+    pub margin_fraction: f64,
     /// `false`: stretch the box to the square (the study's choice).
     /// `true`: crop a square centred on the box, so the cell keeps its shape;
     /// the square is moved inside the photo where it fits, and padded with
@@ -73,7 +73,7 @@ pub fn crop(img: &RgbImage, b: &LeukocyteBox, cfg: &CropConfig) -> RgbImage {
     let x1 = (b.x_max as i64).clamp(x0 + 1, iw);
     let y1 = (b.y_max as i64).clamp(y0 + 1, ih);
     let m = if cfg.margin_fraction.is_finite() {
-        cfg.margin_fraction.clamp(0.0, 100.0) as f64
+        cfg.margin_fraction.clamp(0.0, 100.0)
     } else {
         0.0
     };

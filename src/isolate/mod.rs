@@ -272,9 +272,9 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
 }
 
 /// A share in 0..=1 (NaN and out-of-range values clamped), for config fields.
-fn fraction(v: f32) -> f64 {
+fn fraction(v: f64) -> f64 {
     if v.is_finite() {
-        v.clamp(0.0, 1.0) as f64
+        v.clamp(0.0, 1.0)
     } else {
         0.0
     }
@@ -357,7 +357,7 @@ mod tests {
         let mut out: Vec<LeukocyteBox> = cells
             .iter()
             .map(|c| boxes::to_photo(c, factor, w, h, cfg.edge_px, cfg.box_margin_fraction))
-            .filter(|b| b.area_px as f64 >= cfg.min_area_fraction as f64 * (w * h) as f64)
+            .filter(|b| b.area_px as f64 >= cfg.min_area_fraction * (w * h) as f64)
             .collect();
         out.sort_by(|a, b| {
             b.area_px
