@@ -12,6 +12,9 @@ fn err(e: impl std::fmt::Display) -> LeukoError {
     LeukoError::Invalid(format!("drawing a chart failed: {e}"))
 }
 
+/// Reads one figure of an epoch.
+type Metric = fn(&EpochRecord) -> f64;
+
 /// Loss (left) and kappa (right) per epoch, train and validation; the best epoch marked.
 pub fn curves(path: &Path, history: &[EpochRecord], best_epoch: usize) -> Result<()> {
     ensure_font();
@@ -22,7 +25,7 @@ pub fn curves(path: &Path, history: &[EpochRecord], best_epoch: usize) -> Result
         root.fill(&WHITE).map_err(err)?;
         let panels = root.split_evenly((1, 2));
         let n = history.len().max(2) as f64;
-        let series: [(&str, fn(&EpochRecord) -> f64, fn(&EpochRecord) -> f64); 2] = [
+        let series: [(&str, Metric, Metric); 2] = [
             ("cross-entropy loss", |r| r.train_loss, |r| r.val_loss),
             ("Cohen's kappa", |r| r.train_kappa, |r| r.val_kappa),
         ];
