@@ -39,13 +39,9 @@ const NV: usize = 3;
 const STRIP: usize = NV * 8;
 /// Weight-gradient columns (input channel x tap pairs) per register block.
 const NJ: usize = 3;
-/// Target size in bytes of a forward task's working set (input and output band) and of a
-/// backward task's (output-gradient, input-gradient and input bands), within the 512 KiB per-core
-/// L2 of the machine this was tuned on. Measured: the forward register blocks prefer smaller
-/// bands (better L1 reuse across output-channel blocks), the weight-gradient blocks longer dot
-/// products (their fixed cost per block is amortised over more positions).
-const FORWARD_BAND_BYTES: usize = 128 * 1024;
-const BACKWARD_BAND_BYTES: usize = 384 * 1024;
+/// Target size in bytes of one task's working set (input band, output band), well inside the
+/// 512 KiB per-core L2 of the machines this was tuned on.
+const BAND_BYTES: usize = 192 * 1024;
 /// Weight and bias gradients are summed in this many fixed chunks of (image, band) tasks
 /// (fewer if there are fewer tasks): enough to balance two to a few threads, few enough that
 /// the partial sums stay small.
@@ -106,15 +102,15 @@ struct Geometry {
 }
 
 impl Geometry {
-    /// Geometry for `shape`, with bands sized so that `channels` planes of band rows stay
-    /// within `budget` bytes.
-    fn new(shape: &ConvShape, channels: usize, budget: usize) -> Self {
+    /// Geometry for `shape`, with bands sized so that `channels` planes of input and output
+    /// stay within [`BAND_BYTES`].
+    fn new(shape: &ConvShape, channels: usize) -> Self {
         let (k, h, w) = (shape.k, shape.h, shape.w);
         let (wp, lead, halo) = if k == 3 { (w + 1, 1, 1) } else { (w, 0, 0) };
         let per_row = channels.max(1) * wp * core::mem::size_of::<f32>();
         // As many rows as fit the budget, then evened out over the bands: a short last band
         // would pay the per-band costs (halo rows, register block set-up) for little work.
-        let max_rows = (budget / per_row).clamp(1, h);
+        let max_rows = (BAND_BYTES / per_row).clamp(1, h);
         let rows = h.div_ceil(h.div_ceil(max_rows));
         let out_len = (rows * wp).div_ceil(STRIP) * STRIP;
         let max_offset = (k - 1) * wp + (k - 1);
@@ -321,7 +317,7 @@ fn conv_driver(
     shape: &ConvShape,
 ) -> Vec<f32> {
     let c_dst_pad = c_dst.next_multiple_of(MO);
-    let geo = Geometry::new(shape, c_src + c_dst_pad, FORWARD_BAND_BYTES);
+    let geo = Geometry::new(shape, c_src + c_dst_pad);
     let (n, h, w) = (shape.n, shape.h, shape.w);
     let mut out = output_buffer(n * c_dst * h * w);
     let out_ptr = SharedOut(out.as_mut_ptr());
@@ -422,7 +418,7 @@ pub(super) fn backward(
     let band_channels = c_out_pad
         + if needs.input { c_in_pad } else { 0 }
         + if needs.weight { x_planes } else { 0 };
-    let geo = Geometry::new(shape, band_channels, BACKWARD_BAND_BYTES);
+    let geo = Geometry::new(shape, band_channels);
     let bands = geo.bands();
     let tasks = n * bands;
     let packed_t = needs
