@@ -239,6 +239,29 @@ fn only_requested_gradients_are_computed() {
 }
 
 #[test]
+fn weights_off_the_autodiff_device_act_as_constants() {
+    // A tracked input with weights living on the plain flex device (e.g. a frozen model).
+    let c = case(2, 4, 6, 5, 7, 3, true);
+    let (x, _, _) = c.inputs(31, &Device::flex().autodiff());
+    let (_, w, b) = c.inputs(31, &Device::flex());
+    let r = random([c.n, c.c_out, c.h, c.w], 34, &Device::flex().autodiff());
+    let x = x.require_grad();
+    let g = (conv2d(x.clone(), w.clone(), b.clone(), 1) * r.clone())
+        .sum()
+        .backward();
+    let dx = values(x.grad(&g).expect("input gradient"));
+
+    let (x2, w2, b2) = c.inputs(31, &Device::flex().autodiff());
+    let x2 = x2.require_grad();
+    let g2 = (c.stock(x2.clone(), w2, b2) * r).sum().backward();
+    assert_close(
+        &dx,
+        &values(x2.grad(&g2).expect("stock input gradient")),
+        "input",
+    );
+}
+
+#[test]
 fn unsupported_geometries_fall_back_to_stock_conv2d() {
     // 3x3 without padding and 5x5 are outside the kernels; results must still be burn's.
     let device = Device::flex();

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both
-//!                                          --only "b0 conv2" --no-stock --malloc-tuned]
+//!                                          --only "b0 conv2" --no-stock --malloc-tuned --cpu-clock]
 //! ```
 //!
 //! Each measurement is the median of `--runs` timed runs after one warm-up run. Forward runs on
@@ -79,10 +79,52 @@ fn layers(blocks: &[usize], h: usize, w: usize, tag: &str) -> Vec<Layer> {
 /// Median of `runs` timings (milliseconds) of `f`, after one untimed warm-up call.
 fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
     median(runs, || {
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         f();
-        t0.elapsed().as_secs_f64() * 1e3
+        t0.elapsed_ms()
     })
+}
+
+/// What the benchmark measures: wall-clock time (the default), or, with `--cpu-clock`, the
+/// process's CPU time (all threads, user + system) divided by the rayon thread count, which
+/// stays meaningful while other processes compete for the cores (idle rayon workers spinning
+/// briefly before they sleep count too, so it slightly overstates).
+#[derive(Clone, Copy)]
+enum Clock {
+    Wall(Instant),
+    Cpu(f64),
+}
+
+/// Set once by `main` from `--cpu-clock`.
+static CPU_CLOCK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+impl Clock {
+    fn now() -> Self {
+        if CPU_CLOCK.load(std::sync::atomic::Ordering::Relaxed) {
+            Clock::Cpu(process_cpu_ms())
+        } else {
+            Clock::Wall(Instant::now())
+        }
+    }
+
+    fn elapsed_ms(self) -> f64 {
+        match self {
+            Clock::Wall(t0) => t0.elapsed().as_secs_f64() * 1e3,
+            Clock::Cpu(t0) => (process_cpu_ms() - t0) / rayon::current_num_threads() as f64,
+        }
+    }
+}
+
+/// CPU time of this process so far (all threads, user + system), milliseconds.
+fn process_cpu_ms() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    let usage = unsafe {
+        libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr());
+        usage.assume_init()
+    };
+    let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+    ms(usage.ru_utime) + ms(usage.ru_stime)
 }
 
 /// Median of `runs` values of `f`, after one untimed warm-up call.
@@ -144,9 +186,9 @@ fn time_layer(layer: &Layer, n: usize, runs: usize, which: Impl, seed: f64) -> T
     let bwd = median(runs, || {
         let y = conv(which, x.clone(), w.clone(), b.clone(), p);
         // `backward` on a non-scalar seeds it with ones: the gradients of `sum(y)`.
-        let t0 = Instant::now();
+        let t0 = Clock::now();
         std::hint::black_box(y.backward());
-        t0.elapsed().as_secs_f64() * 1e3
+        t0.elapsed_ms()
     });
     Timing {
         fwd,
@@ -220,6 +262,7 @@ struct Args {
     only: Option<String>,
     stock: bool,
     malloc_tuned: bool,
+    cpu_clock: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -230,6 +273,7 @@ fn parse_args() -> Result<Args> {
         only: None,
         stock: true,
         malloc_tuned: false,
+        cpu_clock: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -241,9 +285,10 @@ fn parse_args() -> Result<Args> {
             "--only" => args.only = Some(value()?),
             "--no-stock" => args.stock = false,
             "--malloc-tuned" => args.malloc_tuned = true,
+            "--cpu-clock" => args.cpu_clock = true,
             other => bail!(
                 "unknown argument {other} (expected --runs N, --batch N, \
-                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned)"
+                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned, --cpu-clock)"
             ),
         }
     }
@@ -258,6 +303,7 @@ fn main() -> Result<()> {
     if args.malloc_tuned {
         tune_malloc()?;
     }
+    CPU_CLOCK.store(args.cpu_clock, std::sync::atomic::Ordering::Relaxed);
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         rayon::ThreadPoolBuilder::new()
             .num_threads(2)
@@ -280,8 +326,9 @@ fn main() -> Result<()> {
 
     let n = args.batch;
     println!(
-        "batch {n}, median of {} runs, {} rayon threads, fast path on flex: {}, malloc tuned: {}",
+        "batch {n}, median of {} runs, {} clock, {} rayon threads, fast path on flex: {}, malloc tuned: {}",
         args.runs,
+        if args.cpu_clock { "CPU / threads" } else { "wall" },
         rayon::current_num_threads(),
         fastconv::is_fast_path(&Device::flex()),
         args.malloc_tuned,

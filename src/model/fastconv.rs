@@ -27,11 +27,18 @@
 //!   of a "same" convolution is the same convolution of the output gradient with the transposed,
 //!   spatially flipped kernel.
 //! * weight gradient: a 4 output channels x 3 taps block of dot products over band positions,
-//!   summed over bands and images with a rayon fold/reduce.
+//!   summed over bands and images in a fixed order (results do not depend on thread count or
+//!   scheduling).
 //!
-//! Work is split into (image, band) tasks on rayon's pool; bands are sized to keep a task's
-//! buffers in the per-core L2 cache, and the buffers are reused per thread so steady-state calls
-//! allocate only their output tensors.
+//! The register blocks are inline assembly (AVX2 + FMA, see `kernels::avx` for why). Work is
+//! split into (image, band) tasks on rayon's pool; bands are sized to keep a task's buffers in
+//! the per-core L2 cache, and the buffers are reused per thread so steady-state calls allocate
+//! only their result tensors (advised onto transparent huge pages: see
+//! `kernels::output_buffer`).
+//!
+//! Measured with `cargo run --release --bin bench_conv` (2-core AVX2 EPYC, batch 32): forward
+//! plus backward of all the classifier's convolutions 5.5-6x faster than burn-flex's, at about
+//! 70 % of the machine's fp32 peak.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
