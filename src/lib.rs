@@ -16,6 +16,7 @@ pub mod isolate;
 pub mod metrics;
 pub mod model;
 pub mod plot;
+pub mod predict;
 pub mod progress;
 pub mod runtime;
 pub mod split;

@@ -77,6 +77,12 @@ struct ResumeState {
     history: Vec<EpochRecord>,
 }
 
+/// Review threshold rule (see [`crate::predict::choose_review_threshold`]): the cells
+/// left unflagged should be at least 95% right on validation data, flagging at most a
+/// quarter of them.
+pub const REVIEW_TARGET_ACCURACY: f64 = 0.95;
+pub const REVIEW_MAX_FLAGGED: f64 = 0.25;
+
 /// The CPU training device (flex backend with autodiff).
 pub fn training_device() -> Device {
     Device::flex().autodiff()
@@ -88,7 +94,16 @@ pub fn predict_probs(
     images: &[&RgbImage],
     batch: usize,
 ) -> Result<Vec<Vec<f32>>> {
-    let model = model.valid();
+    predict_probs_valid(&model.valid(), images, batch)
+}
+
+/// [`predict_probs`] for a model already in eval mode (`model.valid()`), so
+/// that repeated calls do not copy it.
+pub fn predict_probs_valid(
+    model: &LeukoNet,
+    images: &[&RgbImage],
+    batch: usize,
+) -> Result<Vec<Vec<f32>>> {
     let device = Device::flex();
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(batch.max(1)) {
@@ -402,7 +417,22 @@ pub fn train(
     }
 
     let best = best_bytes.ok_or_else(|| LeukoError::Invalid("no epoch was trained".into()))?;
-    let (best_model, meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
+    let (best_model, mut meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
+    // The review threshold is chosen on validation predictions (never on test ones) and
+    // recorded in the model file, so that `predict` flags what this model is unsure of.
+    let (_, val_preds, val_probs) = evaluate_set(&best_model, &val_set, opts.eval_batch)?;
+    let conf_correct: Vec<(f32, bool)> = val_probs
+        .iter()
+        .zip(&val_preds)
+        .zip(&val_set.labels)
+        .map(|((p, &pred), &truth)| (p[pred], pred == truth))
+        .collect();
+    meta.review_threshold = crate::predict::choose_review_threshold(
+        &conf_correct,
+        REVIEW_TARGET_ACCURACY,
+        REVIEW_MAX_FLAGGED,
+    );
+    crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
     let (_, test_preds, _) = evaluate_set(&best_model, &test_set, opts.eval_batch)?;
     let test = Metrics::compute(classes.labels(), &test_set.labels, &test_preds);
 
@@ -413,6 +443,7 @@ pub fn train(
         "epochs_run": state.epochs_done,
         "train_seconds": state.train_seconds,
         "parameters_keras_count": param_count,
+        "review_threshold": meta.review_threshold,
         "test": test,
         "test_photos_without_leukocyte": test_set.not_found,
     });

@@ -1,0 +1,380 @@
+//! Classifying the leukocytes of photos with a trained model: the core that
+//! `leuko predict`, `leuko report` and `leuko serve` share.
+//!
+//! A photo goes through the same isolation and crop as training, every found
+//! cell (not just the largest) is classified, and each gets a review flag when
+//! a person should look at it. A photo without a leukocyte gives no cells.
+
+use crate::data::ClassLabel;
+use crate::error::{LeukoError, Result};
+use crate::isolate::{CropConfig, IsolationConfig, LeukocyteBox};
+use crate::model::file::{model_from_bytes, ModelMeta};
+use crate::model::LeukoNet;
+use crate::train::config::InputConfig;
+use burn::module::Module;
+use burn::tensor::Device;
+use image::RgbImage;
+use serde::Serialize;
+use std::path::Path;
+
+/// The default model, trained by the command in the README and embedded so
+/// that prediction works with no `--model`.
+pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../models/default.leuko");
+
+/// Confidence threshold used when a model file records none.
+pub const DEFAULT_REVIEW_THRESHOLD: f32 = 0.7;
+
+/// Why a cell is flagged for review.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReviewReason {
+    /// The top class probability is below the model's review threshold.
+    LowConfidence,
+    /// The box touches the photo's border: the cell may be cut off.
+    TouchesBorder,
+    /// The box is much smaller or larger than leukocytes usually are at this
+    /// photo size (a fragment, a clump, or another magnification).
+    UnusualSize,
+}
+
+impl ReviewReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReviewReason::LowConfidence => "low_confidence",
+            ReviewReason::TouchesBorder => "touches_border",
+            ReviewReason::UnusualSize => "unusual_size",
+        }
+    }
+}
+
+/// When a cell is flagged for review.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReviewRules {
+    /// Flag cells whose top probability is below this.
+    pub min_confidence: f32,
+    /// A box edge within this many pixels of the photo edge touches the border.
+    pub border_px: u32,
+    /// Accepted range of the box's geometric-mean side as a share of the
+    /// photo's shorter side. BCCD's annotated leukocytes (372 boxes on
+    /// 640x480 photos) span 0.21-0.59 from the 1st to the 99th percentile
+    /// (median 0.39); the range below adds a margin on both sides.
+    pub min_side_fraction: f64,
+    pub max_side_fraction: f64,
+}
+
+impl ReviewRules {
+    /// The rules for a model: its recorded threshold, or the default.
+    pub fn for_model(meta: &ModelMeta) -> ReviewRules {
+        ReviewRules {
+            min_confidence: meta.review_threshold.unwrap_or(DEFAULT_REVIEW_THRESHOLD),
+            border_px: 2,
+            min_side_fraction: 0.15,
+            max_side_fraction: 0.70,
+        }
+    }
+
+    /// The reasons (possibly none) to flag a cell.
+    pub fn reasons(
+        &self,
+        b: &LeukocyteBox,
+        photo_w: u32,
+        photo_h: u32,
+        confidence: f32,
+    ) -> Vec<ReviewReason> {
+        let mut out = Vec::new();
+        if confidence < self.min_confidence {
+            out.push(ReviewReason::LowConfidence);
+        }
+        let bp = self.border_px;
+        if b.x_min <= bp || b.y_min <= bp || b.x_max + bp >= photo_w || b.y_max + bp >= photo_h {
+            out.push(ReviewReason::TouchesBorder);
+        }
+        let side = (b.width() as f64 * b.height() as f64).sqrt();
+        let short = photo_w.min(photo_h).max(1) as f64;
+        let f = side / short;
+        if f < self.min_side_fraction || f > self.max_side_fraction {
+            out.push(ReviewReason::UnusualSize);
+        }
+        out
+    }
+}
+
+/// One classified leukocyte.
+#[derive(Debug, Clone, Serialize)]
+pub struct CellPrediction {
+    /// 1-based, in isolation order (largest nucleus first).
+    pub cell: usize,
+    #[serde(rename = "box")]
+    pub bbox: LeukocyteBox,
+    pub class: ClassLabel,
+    /// Probability of `class`.
+    pub confidence: f32,
+    /// One probability per class of the model, in [`Classifier::classes`] order.
+    pub probabilities: Vec<f32>,
+    pub review: bool,
+    pub review_reasons: Vec<ReviewReason>,
+    /// The network input (crop) this prediction was made on.
+    #[serde(skip)]
+    pub crop: RgbImage,
+}
+
+/// Everything found in one photo.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhotoPrediction {
+    pub width: u32,
+    pub height: u32,
+    /// Empty when no leukocyte was found.
+    pub cells: Vec<CellPrediction>,
+}
+
+/// A loaded model ready to classify photos. Cheap to share between threads
+/// (`&Classifier` is all [`Classifier::classify`] needs).
+pub struct Classifier {
+    model: LeukoNet,
+    meta: ModelMeta,
+    isolation: IsolationConfig,
+    crop: CropConfig,
+    rules: ReviewRules,
+    /// Where the model came from, for messages ("embedded default model" or a path).
+    origin: String,
+}
+
+impl Classifier {
+    /// The model embedded in the binary.
+    pub fn embedded() -> Result<Classifier> {
+        Classifier::from_bytes(EMBEDDED_MODEL, "embedded default model")
+    }
+
+    /// A model file written by `leuko train`.
+    pub fn from_file(path: &Path) -> Result<Classifier> {
+        let bytes = std::fs::read(path).map_err(|e| LeukoError::io(path, e))?;
+        Classifier::from_bytes(&bytes, &path.display().to_string())
+    }
+
+    /// `--model FILE` when given, else the embedded model.
+    pub fn from_option(path: Option<&Path>) -> Result<Classifier> {
+        match path {
+            Some(p) => Classifier::from_file(p),
+            None => Classifier::embedded(),
+        }
+    }
+
+    pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Classifier> {
+        let (model, meta) = model_from_bytes(bytes, origin, &Device::flex())?;
+        let size = match meta.input {
+            InputConfig::Crop { size } => size,
+            InputConfig::Whole { .. } => {
+                return Err(LeukoError::Invalid(format!(
+                    "{origin}: this model classifies whole photos (experiment '{}'), not isolated \
+                     cells; prediction needs a model trained on crops (e.g. experiments/final.toml)",
+                    meta.experiment
+                )))
+            }
+        };
+        let rules = ReviewRules::for_model(&meta);
+        Ok(Classifier {
+            model: model.valid(),
+            meta,
+            isolation: IsolationConfig::default(),
+            crop: CropConfig::with_size(size),
+            rules,
+            origin: origin.to_string(),
+        })
+    }
+
+    pub fn meta(&self) -> &ModelMeta {
+        &self.meta
+    }
+
+    pub fn origin(&self) -> &str {
+        &self.origin
+    }
+
+    /// The model's classes, in probability order.
+    pub fn classes(&self) -> &[ClassLabel] {
+        &self.meta.classes
+    }
+
+    pub fn rules(&self) -> &ReviewRules {
+        &self.rules
+    }
+
+    pub fn set_rules(&mut self, rules: ReviewRules) {
+        self.rules = rules;
+    }
+
+    /// Finds, crops and classifies every leukocyte in a photo.
+    pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
+        let boxes = crate::isolate::isolate(photo, &self.isolation);
+        let crops: Vec<RgbImage> = boxes
+            .iter()
+            .map(|b| crate::isolate::crop(photo, b, &self.crop))
+            .collect();
+        let refs: Vec<&RgbImage> = crops.iter().collect();
+        let probs = if refs.is_empty() {
+            Vec::new()
+        } else {
+            crate::train::predict_probs_valid(&self.model, &refs, 32)?
+        };
+        let cells = boxes
+            .into_iter()
+            .zip(crops)
+            .zip(probs)
+            .enumerate()
+            .map(|(i, ((bbox, crop), p))| {
+                let (k, &confidence) =
+                    p.iter()
+                        .enumerate()
+                        .fold((0, &f32::MIN), |b, x| if x.1 > b.1 { x } else { b });
+                let reasons = self
+                    .rules
+                    .reasons(&bbox, photo.width(), photo.height(), confidence);
+                CellPrediction {
+                    cell: i + 1,
+                    bbox,
+                    class: self.meta.classes[k],
+                    confidence,
+                    probabilities: p,
+                    review: !reasons.is_empty(),
+                    review_reasons: reasons,
+                    crop,
+                }
+            })
+            .collect();
+        Ok(PhotoPrediction {
+            width: photo.width(),
+            height: photo.height(),
+            cells,
+        })
+    }
+
+    /// Decodes an image file's bytes (with the same limits as every reader)
+    /// and classifies it; the error names `name`.
+    pub fn classify_bytes(&self, name: &str, bytes: &[u8]) -> Result<PhotoPrediction> {
+        let photo = crate::imageio::decode_rgb(bytes).map_err(|message| LeukoError::Image {
+            path: name.into(),
+            message,
+        })?;
+        self.classify(&photo)
+    }
+
+    /// Reads and classifies an image file.
+    pub fn classify_file(&self, path: &Path) -> Result<PhotoPrediction> {
+        let photo = crate::imageio::load_rgb(path)?;
+        self.classify(&photo)
+    }
+}
+
+/// The confidence threshold below which predictions are flagged, chosen on
+/// validation predictions: the smallest threshold at which the cells kept
+/// (confidence at or above it) are at least `target_accuracy` correct, while
+/// flagging at most `max_flagged` of the cells. When the target cannot be
+/// reached within that budget, the threshold flags exactly the budget.
+/// `None` without validation predictions.
+pub fn choose_review_threshold(
+    confidences_and_correct: &[(f32, bool)],
+    target_accuracy: f64,
+    max_flagged: f64,
+) -> Option<f32> {
+    if confidences_and_correct.is_empty() {
+        return None;
+    }
+    let mut v = confidences_and_correct.to_vec();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = v.len();
+    let budget = ((max_flagged * n as f64).floor() as usize).min(n - 1);
+    // Flag the `f` least confident; keep the rest.
+    for f in 0..=budget {
+        let kept = &v[f..];
+        let correct = kept.iter().filter(|x| x.1).count();
+        if correct as f64 >= target_accuracy * kept.len() as f64 {
+            return Some(if f == 0 {
+                0.0
+            } else {
+                midpoint(v[f - 1].0, v[f].0)
+            });
+        }
+    }
+    if budget == 0 {
+        return Some(0.0);
+    }
+    Some(midpoint(v[budget - 1].0, v[budget].0))
+}
+
+fn midpoint(a: f32, b: f32) -> f32 {
+    (a + b) / 2.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bx(x0: u32, y0: u32, x1: u32, y1: u32) -> LeukocyteBox {
+        LeukocyteBox {
+            x_min: x0,
+            y_min: y0,
+            x_max: x1,
+            y_max: y1,
+            area_px: 1,
+        }
+    }
+
+    fn rules() -> ReviewRules {
+        ReviewRules {
+            min_confidence: 0.7,
+            border_px: 2,
+            min_side_fraction: 0.15,
+            max_side_fraction: 0.70,
+        }
+    }
+
+    #[test]
+    fn review_reasons() {
+        let r = rules();
+        // A typical cell in the middle of a 640x480 photo, confident.
+        assert!(r
+            .reasons(&bx(200, 150, 390, 340), 640, 480, 0.95)
+            .is_empty());
+        assert_eq!(
+            r.reasons(&bx(200, 150, 390, 340), 640, 480, 0.5),
+            vec![ReviewReason::LowConfidence]
+        );
+        assert_eq!(
+            r.reasons(&bx(0, 150, 190, 340), 640, 480, 0.95),
+            vec![ReviewReason::TouchesBorder]
+        );
+        assert_eq!(
+            r.reasons(&bx(450, 150, 640, 340), 640, 480, 0.95),
+            vec![ReviewReason::TouchesBorder]
+        );
+        assert_eq!(
+            r.reasons(&bx(300, 200, 340, 240), 640, 480, 0.95),
+            vec![ReviewReason::UnusualSize]
+        );
+    }
+
+    #[test]
+    fn threshold_flags_least_confident_errors() {
+        // Errors at low confidence: the threshold sits just above them.
+        let v = vec![
+            (0.40, false),
+            (0.55, false),
+            (0.60, true),
+            (0.80, true),
+            (0.90, true),
+            (0.95, true),
+            (0.97, true),
+            (0.99, true),
+        ];
+        let t = choose_review_threshold(&v, 0.95, 0.5).unwrap();
+        assert!((t - 0.575).abs() < 1e-6, "{t}");
+        // Everything right: nothing flagged.
+        let all: Vec<_> = v.iter().map(|x| (x.0, true)).collect();
+        assert_eq!(choose_review_threshold(&all, 0.95, 0.5), Some(0.0));
+        // Unreachable target: the budget (25% = 2 cells) is flagged.
+        let bad: Vec<_> = v.iter().map(|x| (x.0, false)).collect();
+        let t = choose_review_threshold(&bad, 0.95, 0.25).unwrap();
+        assert!((t - 0.575).abs() < 1e-6, "{t}");
+        assert_eq!(choose_review_threshold(&[], 0.95, 0.25), None);
+    }
+}
