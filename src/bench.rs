@@ -81,3 +81,105 @@ pub fn train_step(
         share_of_peak: gflops / peak,
     }
 }
+
+/// One end-to-end prediction-latency measurement (`leuko bench predict`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictBench {
+    pub photos: usize,
+    pub repeats: usize,
+    /// Leukocytes found per pass over the photos.
+    pub cells: usize,
+    /// Single thread, per photo: read + decode the file.
+    pub decode_ms_median: f64,
+    /// Isolation + crops.
+    pub isolate_ms_median: f64,
+    /// The network on the photo's crops (one batch).
+    pub network_ms_median: f64,
+    /// All three, timed as one span.
+    pub total_ms_median: f64,
+    pub total_ms_p95: f64,
+    /// Photos classified in parallel like `leuko predict FOLDER --threads N`.
+    pub folder_threads: usize,
+    /// Median over `repeats` passes.
+    pub folder_photos_per_s: f64,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50.0)
+}
+
+/// Nearest-rank percentile of unsorted values (0 for none).
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let k = ((q / 100.0) * (v.len() - 1) as f64).round() as usize;
+    v[k.min(v.len() - 1)]
+}
+
+/// Times `leuko predict`'s work per photo on one thread (read + decode,
+/// isolate + crop, network: each photo's cells in one batch) over `photos`,
+/// `repeats` passes after `warmup` untimed photos, then the photos per
+/// second of a `folder_threads`-thread pool classifying them all in parallel.
+pub fn predict_latency(
+    classifier: &crate::predict::Classifier,
+    photos: &[std::path::PathBuf],
+    warmup: usize,
+    repeats: usize,
+    folder_threads: usize,
+) -> crate::Result<PredictBench> {
+    use rayon::prelude::*;
+    let pool = |n: usize| {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build()
+            .map_err(|e| crate::LeukoError::Invalid(format!("cannot start worker threads: {e}")))
+    };
+    let (mut dec, mut iso, mut net, mut tot) = (vec![], vec![], vec![], vec![]);
+    let mut cells = 0;
+    pool(1)?.install(|| -> crate::Result<()> {
+        for p in photos.iter().cycle().take(warmup) {
+            classifier.classify_file(p)?;
+        }
+        for _ in 0..repeats {
+            cells = 0;
+            for p in photos {
+                let t0 = Instant::now();
+                let img = crate::imageio::load_rgb(p)?;
+                let decode_ms = t0.elapsed().as_secs_f64() * 1e3;
+                let (pred, t) = classifier.classify_timed(&img)?;
+                tot.push(t0.elapsed().as_secs_f64() * 1e3);
+                dec.push(decode_ms);
+                iso.push(t.isolate_ms);
+                net.push(t.network_ms);
+                cells += pred.cells.len();
+            }
+        }
+        Ok(())
+    })?;
+    let mut rates = Vec::new();
+    pool(folder_threads.max(1))?.install(|| -> crate::Result<()> {
+        for _ in 0..repeats {
+            let t0 = Instant::now();
+            photos
+                .par_iter()
+                .map(|p| classifier.classify_file(p).map(|_| ()))
+                .collect::<crate::Result<Vec<()>>>()?;
+            rates.push(photos.len() as f64 / t0.elapsed().as_secs_f64());
+        }
+        Ok(())
+    })?;
+    Ok(PredictBench {
+        photos: photos.len(),
+        repeats,
+        cells,
+        decode_ms_median: median(&mut dec),
+        isolate_ms_median: median(&mut iso),
+        network_ms_median: median(&mut net),
+        total_ms_median: median(&mut tot),
+        total_ms_p95: percentile(&mut tot, 95.0),
+        folder_threads: folder_threads.max(1),
+        folder_photos_per_s: median(&mut rates),
+    })
+}

@@ -18,6 +18,7 @@ pub mod model;
 pub mod plot;
 pub mod predict;
 pub mod progress;
+pub mod report;
 pub mod runtime;
 pub mod split;
 pub mod tensors;

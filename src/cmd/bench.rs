@@ -1,6 +1,8 @@
 //! `leuko bench`: throughput figures (benchmarks, not tests).
 
-use super::Format;
+use super::{DataArgs, Format};
+use leuko::data::{ClassSet, DataDir, Dataset};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Debug, clap::Args)]
@@ -13,6 +15,8 @@ pub struct BenchArgs {
 pub enum BenchWhat {
     /// Training steps per second of a reference network on random data (batch 32, Adam).
     Train(TrainBenchArgs),
+    /// End-to-end latency per photo (decode + isolate + classify), one thread, and a folder's photos/s.
+    Predict(PredictBenchArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -37,6 +41,33 @@ pub struct TrainBenchArgs {
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 15)]
     pub steps: usize,
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Photos: the test part of the default split (`leuko split`, seed 42), or of --split FILE.
+#[derive(Debug, clap::Args)]
+pub struct PredictBenchArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// A split file (e.g. the Keras reference's split.json, to time the same photos); default: `leuko split` seed 42.
+    #[arg(long, value_name = "FILE")]
+    pub split: Option<PathBuf>,
+    /// Near-duplicate groups from `leuko data audit --out` for the default split (default: run the audit now).
+    #[arg(long, value_name = "groups.json")]
+    pub groups: Option<PathBuf>,
+    /// Model file (default: the embedded model).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Untimed photos first.
+    #[arg(long, default_value_t = 5)]
+    pub warmup: usize,
+    /// Passes over the photos (the median over all is reported).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    /// Threads of the folder throughput measurement.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub folder_threads: usize,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
 }
@@ -72,5 +103,43 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        BenchWhat::Predict(p) => run_predict(p),
     }
+}
+
+fn run_predict(a: PredictBenchArgs) -> anyhow::Result<ExitCode> {
+    if a.repeats == 0 || a.folder_threads == 0 {
+        anyhow::bail!("--repeats and --folder-threads must be at least 1");
+    }
+    let dir = DataDir::resolve(a.data.data.as_deref())?;
+    let ds = Dataset::load(&dir, &ClassSet::default_four())?;
+    let split = match &a.split {
+        Some(path) => leuko::split::Split::read(path, &ds)?,
+        None => {
+            let groups = super::data::groups_for(&dir, a.groups.as_deref(), true)?;
+            leuko::split::make_split(&ds, &groups.group_of(), 42)
+        }
+    };
+    let photos: Vec<PathBuf> = split
+        .test
+        .iter()
+        .map(|s| dir.image_path(s.image_id))
+        .collect();
+    if photos.is_empty() {
+        anyhow::bail!("the split has no test photos");
+    }
+    let classifier = leuko::predict::Classifier::from_option(a.model.as_deref())?;
+    let r =
+        leuko::bench::predict_latency(&classifier, &photos, a.warmup, a.repeats, a.folder_threads)?;
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string(&r)?),
+        Format::Table => println!(
+            "leuko predict, {} test photos x {} passes ({} leukocytes per pass), 1 thread, median ms/photo: \
+             decode {:.2}, isolate {:.2}, network {:.2}, total {:.2} (p95 {:.2}); \
+             folder with {} threads: {:.1} photos/s",
+            r.photos, r.repeats, r.cells, r.decode_ms_median, r.isolate_ms_median, r.network_ms_median,
+            r.total_ms_median, r.total_ms_p95, r.folder_threads, r.folder_photos_per_s
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
 }

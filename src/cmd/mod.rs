@@ -4,6 +4,8 @@
 pub mod bench;
 pub mod data;
 pub mod isolate;
+pub mod predict;
+pub mod report;
 pub mod split;
 pub mod train;
 

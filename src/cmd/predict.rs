@@ -1,0 +1,154 @@
+//! `leuko predict` (issue 5): classify every leukocyte in photos.
+//!
+//! Exit status: 0 when every input was processed (photos without a
+//! leukocyte included), 2 when some inputs could not be read (each is
+//! reported on stderr with its reason, the others are still processed and
+//! printed), 1 for usage errors and an unusable `--model`.
+
+use anyhow::{bail, Context};
+use leuko::fsutil::write_atomic;
+use leuko::predict::{collect_photos, Classifier};
+use leuko::report::{to_csv, to_json, to_table, PhotoResult};
+use leuko::LeukoError;
+use rayon::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Output format of `leuko predict`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PredictFormat {
+    /// Aligned columns for people, with the review reasons and a summary line.
+    Table,
+    /// file,cell,x_min,y_min,x_max,y_max,class,confidence,p_<class>...,review (one row per leukocyte).
+    Csv,
+    /// An array of per-photo objects with cells, review reasons and errors.
+    Json,
+}
+
+/// Classify every leukocyte in photos with the embedded model (or --model).
+///
+/// One row per leukocyte; a photo without one gives a row with class `none`.
+#[derive(Debug, clap::Args)]
+pub struct PredictArgs {
+    /// Photos (jpg, jpeg, png, bmp, tif, tiff) or folders (searched recursively, sorted).
+    #[arg(value_name = "INPUT", required = true)]
+    pub inputs: Vec<PathBuf>,
+    #[command(flatten)]
+    pub run: ClassifyArgs,
+    #[arg(long, value_enum, default_value = "table")]
+    pub format: PredictFormat,
+    /// Write the output to FILE (atomically) instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// Options shared by `predict` and `report`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClassifyArgs {
+    /// Model file written by `leuko train` (default: the model embedded in leuko).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Loads the model and classifies every photo named by `inputs` on a pool
+/// of `--threads` workers. Unreadable inputs are reported on stderr and come
+/// back as failed results; results are in input order. `keep_crops`
+/// keeps the network inputs (for the report's gallery).
+pub fn classify_inputs(
+    inputs: &[PathBuf],
+    a: &ClassifyArgs,
+    keep_crops: bool,
+    task: &str,
+) -> anyhow::Result<(Classifier, Vec<PhotoResult>)> {
+    let classifier = Classifier::from_option(a.model.as_deref())?;
+    let mut builder = rayon::ThreadPoolBuilder::new();
+    if let Some(n) = a.threads {
+        if n == 0 {
+            bail!("--threads must be at least 1");
+        }
+        builder = builder.num_threads(n);
+    }
+    let pool = builder.build().context("cannot start worker threads")?;
+    let inputs = collect_photos(inputs);
+    let pb = leuko::progress::bar(inputs.len() as u64, task, a.quiet || inputs.len() < 2);
+    let classifier_ref = &classifier;
+    let results: Vec<PhotoResult> = pool.install(|| {
+        inputs
+            .par_iter()
+            .map(|input| {
+                let (path, outcome) = match input {
+                    Ok(path) => (path, classify_one(classifier_ref, path, keep_crops)),
+                    Err((path, why)) => (path, Err(why.clone())),
+                };
+                if let Err(why) = &outcome {
+                    pb.suspend(|| eprintln!("{}: {why}", path.display()));
+                }
+                pb.inc(1);
+                PhotoResult {
+                    file: path.display().to_string(),
+                    outcome,
+                }
+            })
+            .collect()
+    });
+    pb.finish_and_clear();
+    Ok((classifier, results))
+}
+
+fn classify_one(
+    classifier: &Classifier,
+    path: &Path,
+    keep_crops: bool,
+) -> Result<leuko::predict::PhotoPrediction, String> {
+    let mut p = classifier.classify_file(path).map_err(|e| describe(&e))?;
+    if !keep_crops {
+        for c in &mut p.cells {
+            c.crop = image::RgbImage::new(0, 0);
+        }
+    }
+    Ok(p)
+}
+
+/// A per-file error in words (the caller prints the file name).
+pub fn describe(e: &LeukoError) -> String {
+    match e {
+        LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
+        LeukoError::Io { source, .. } => format!("cannot read the file: {source}"),
+        other => other.to_string(),
+    }
+}
+
+/// 2 when some input was unreadable, else 0.
+pub fn exit_code(results: &[PhotoResult]) -> ExitCode {
+    if results.iter().any(|r| r.outcome.is_err()) {
+        ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
+    let (classifier, results) = classify_inputs(&a.inputs, &a.run, false, "predict")?;
+    let text = match a.format {
+        PredictFormat::Csv => to_csv(&results, classifier.classes()),
+        PredictFormat::Json => to_json(&results, classifier.classes()),
+        PredictFormat::Table => to_table(&results),
+    };
+    match &a.out {
+        Some(path) => write_atomic(path, text.as_bytes())
+            .with_context(|| format!("--out {}", path.display()))?,
+        None => {
+            use std::io::Write;
+            let mut out = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an error worth a message.
+            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+        }
+    }
+    Ok(exit_code(&results))
+}

@@ -1,0 +1,830 @@
+//! Turning predictions into what people read: the CSV, JSON and table of
+//! `leuko predict`, and the self-contained HTML differential-count report of
+//! `leuko report`. Everything here is a pure function of the predictions (no
+//! clock, no file access), so the same predictions give the same bytes.
+//!
+//! CSV columns (one row per leukocyte, photos in input order, cells largest first):
+//!
+//! ```text
+//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review
+//! ```
+//!
+//! The `p_` columns follow the model's classes in its output order. A photo
+//! in which no leukocyte was found gives one row with `cell` 0, class `none`,
+//! empty box, confidence and probability fields, and `review` false.
+//! Unreadable photos give no row (they are reported on stderr and in JSON).
+
+use crate::data::ClassLabel;
+use crate::predict::{CellPrediction, PhotoPrediction, ReviewReason, ReviewRules};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// The `class` value of the row of a photo without a leukocyte.
+pub const NO_CELL_CLASS: &str = "none";
+
+/// Gallery crops shown per type in the HTML report unless told otherwise.
+pub const DEFAULT_GALLERY_CAP: usize = 60;
+
+/// What happened to one input photo.
+#[derive(Debug, Clone)]
+pub struct PhotoResult {
+    /// The path as given (or found in a folder), as shown to people.
+    pub file: String,
+    /// The predictions, or why the photo could not be read.
+    pub outcome: Result<PhotoPrediction, String>,
+}
+
+impl PhotoResult {
+    pub fn cells(&self) -> &[CellPrediction] {
+        match &self.outcome {
+            Ok(p) => &p.cells,
+            Err(_) => &[],
+        }
+    }
+}
+
+/// The CSV header for a model with these classes.
+pub fn csv_header(classes: &[ClassLabel]) -> Vec<String> {
+    let mut h: Vec<String> = [
+        "file",
+        "cell",
+        "x_min",
+        "y_min",
+        "x_max",
+        "y_max",
+        "class",
+        "confidence",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    h.extend(classes.iter().map(|c| format!("p_{}", c.lower())));
+    h.push("review".to_string());
+    h
+}
+
+/// The CSV described in the module documentation.
+pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    let mut write = |row: Vec<String>| {
+        // Writing into a Vec cannot fail.
+        let _ = w.write_record(&row);
+    };
+    write(csv_header(classes));
+    for r in results {
+        let Ok(p) = &r.outcome else { continue };
+        if p.cells.is_empty() {
+            let mut row = vec![r.file.clone(), "0".to_string()];
+            row.extend(std::iter::repeat_n(String::new(), 4));
+            row.push(NO_CELL_CLASS.to_string());
+            row.extend(std::iter::repeat_n(String::new(), 1 + classes.len()));
+            row.push("false".to_string());
+            write(row);
+        }
+        for c in &p.cells {
+            let b = &c.bbox;
+            let mut row = vec![
+                r.file.clone(),
+                c.cell.to_string(),
+                b.x_min.to_string(),
+                b.y_min.to_string(),
+                b.x_max.to_string(),
+                b.y_max.to_string(),
+                c.class.as_str().to_string(),
+                format!("{:.4}", c.confidence),
+            ];
+            row.extend(c.probabilities.iter().map(|p| format!("{p:.4}")));
+            row.push(c.review.to_string());
+            write(row);
+        }
+    }
+    let bytes = w.into_inner().unwrap_or_default();
+    String::from_utf8(bytes).unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct JsonPhoto<'a> {
+    file: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    height: Option<u32>,
+    cells: Vec<JsonCell>,
+    error: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+struct JsonBox {
+    x_min: u32,
+    y_min: u32,
+    x_max: u32,
+    y_max: u32,
+}
+
+#[derive(Serialize)]
+struct JsonCell {
+    cell: usize,
+    #[serde(rename = "box")]
+    bbox: JsonBox,
+    class: ClassLabel,
+    confidence: f32,
+    /// Keyed by class name as in `class`.
+    probabilities: BTreeMap<&'static str, f32>,
+    review: bool,
+    review_reasons: Vec<ReviewReason>,
+}
+
+/// A JSON array with one object per photo:
+/// `{"file", "width", "height", "cells": [{"cell", "box": {"x_min", "y_min",
+/// "x_max", "y_max"}, "class", "confidence", "probabilities": {CLASS: p},
+/// "review", "review_reasons"}], "error"}`; `error` is null for a photo that
+/// was read, and the reason (with no `width`/`height`, empty `cells`) otherwise.
+pub fn to_json(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
+    let photos: Vec<JsonPhoto> = results
+        .iter()
+        .map(|r| match &r.outcome {
+            Ok(p) => JsonPhoto {
+                file: &r.file,
+                width: Some(p.width),
+                height: Some(p.height),
+                cells: p
+                    .cells
+                    .iter()
+                    .map(|c| JsonCell {
+                        cell: c.cell,
+                        bbox: JsonBox {
+                            x_min: c.bbox.x_min,
+                            y_min: c.bbox.y_min,
+                            x_max: c.bbox.x_max,
+                            y_max: c.bbox.y_max,
+                        },
+                        class: c.class,
+                        confidence: c.confidence,
+                        probabilities: classes
+                            .iter()
+                            .zip(&c.probabilities)
+                            .map(|(k, &p)| (k.as_str(), p))
+                            .collect(),
+                        review: c.review,
+                        review_reasons: c.review_reasons.clone(),
+                    })
+                    .collect(),
+                error: None,
+            },
+            Err(e) => JsonPhoto {
+                file: &r.file,
+                width: None,
+                height: None,
+                cells: Vec::new(),
+                error: Some(e),
+            },
+        })
+        .collect();
+    serde_json::to_string_pretty(&photos).unwrap_or_else(|_| "[]".to_string()) + "\n"
+}
+
+fn reasons_text(reasons: &[ReviewReason]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An aligned table for people: one line per leukocyte (with the review
+/// reasons), one per photo without one or unreadable, and a summary line.
+pub fn to_table(results: &[PhotoResult]) -> String {
+    let mut rows: Vec<[String; 6]> = vec![[
+        "file".into(),
+        "cell".into(),
+        "box (x_min,y_min)-(x_max,y_max)".into(),
+        "class".into(),
+        "confidence".into(),
+        "review".into(),
+    ]];
+    for r in results {
+        match &r.outcome {
+            Err(e) => rows.push([
+                r.file.clone(),
+                "-".into(),
+                String::new(),
+                "unreadable".into(),
+                String::new(),
+                e.clone(),
+            ]),
+            Ok(p) if p.cells.is_empty() => rows.push([
+                r.file.clone(),
+                "0".into(),
+                String::new(),
+                NO_CELL_CLASS.into(),
+                String::new(),
+                String::new(),
+            ]),
+            Ok(p) => {
+                for c in &p.cells {
+                    let b = &c.bbox;
+                    rows.push([
+                        r.file.clone(),
+                        c.cell.to_string(),
+                        format!("({},{})-({},{})", b.x_min, b.y_min, b.x_max, b.y_max),
+                        c.class.as_str().into(),
+                        format!("{:.3}", c.confidence),
+                        if c.review {
+                            reasons_text(&c.review_reasons)
+                        } else {
+                            "-".into()
+                        },
+                    ]);
+                }
+            }
+        }
+    }
+    let mut widths = [0usize; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            let _ = match i {
+                1 | 4 => write!(line, "{cell:>w$}  "),
+                5 => write!(line, "{cell}"),
+                _ => write!(line, "{cell:<w$}  "),
+            };
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    let s = Summary::of(results);
+    let _ = writeln!(
+        out,
+        "\n{} photos: {} leukocytes ({} flagged for review), {} without a leukocyte, {} unreadable",
+        s.photos, s.cells, s.flagged, s.without_cell, s.unreadable
+    );
+    out
+}
+
+/// Counts over a set of photo results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub photos: usize,
+    pub cells: usize,
+    pub flagged: usize,
+    pub without_cell: usize,
+    pub unreadable: usize,
+}
+
+impl Summary {
+    pub fn of(results: &[PhotoResult]) -> Summary {
+        let mut s = Summary {
+            photos: results.len(),
+            ..Summary::default()
+        };
+        for r in results {
+            match &r.outcome {
+                Err(_) => s.unreadable += 1,
+                Ok(p) if p.cells.is_empty() => s.without_cell += 1,
+                Ok(p) => {
+                    s.cells += p.cells.len();
+                    s.flagged += p.cells.iter().filter(|c| c.review).count();
+                }
+            }
+        }
+        s
+    }
+}
+
+/// One line of the differential count.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TypeCount {
+    pub class: ClassLabel,
+    pub count: usize,
+    /// Share of all classified leukocytes, 0-100 (0 when there are none).
+    pub percent: f64,
+    /// Of `count`, how many are flagged for review.
+    pub flagged: usize,
+    /// False when the model cannot predict this type (its count is always 0).
+    pub in_model: bool,
+}
+
+/// The differential count in the clinical order
+/// ([`ClassLabel::CLINICAL_ORDER`]); every type is listed, also those the
+/// model does not know.
+pub fn differential(results: &[PhotoResult], classes: &[ClassLabel]) -> Vec<TypeCount> {
+    let cells: Vec<&CellPrediction> = results.iter().flat_map(|r| r.cells()).collect();
+    let total = cells.len();
+    ClassLabel::CLINICAL_ORDER
+        .iter()
+        .map(|&class| {
+            let of_type = cells.iter().filter(|c| c.class == class);
+            let count = of_type.clone().count();
+            TypeCount {
+                class,
+                count,
+                percent: if total == 0 {
+                    0.0
+                } else {
+                    100.0 * count as f64 / total as f64
+                },
+                flagged: of_type.filter(|c| c.review).count(),
+                in_model: classes.contains(&class),
+            }
+        })
+        .collect()
+}
+
+/// What the HTML report says besides the predictions.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    pub title: String,
+    /// Where the model came from, e.g. "embedded default model".
+    pub model_origin: String,
+    /// e.g. "experiment final, epoch 9".
+    pub model_description: String,
+    /// The model's classes, in probability order.
+    pub classes: Vec<ClassLabel>,
+    pub rules: ReviewRules,
+    /// Crops shown per type in the gallery; the rest are counted.
+    pub gallery_cap: usize,
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn html_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A PNG `data:` URI of an image (empty when it cannot be encoded).
+pub fn png_data_uri(img: &image::RgbImage) -> String {
+    let mut png = Vec::new();
+    match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
+        Ok(()) => format!("data:image/png;base64,{}", base64(&png)),
+        Err(_) => String::new(),
+    }
+}
+
+fn type_name(c: ClassLabel) -> String {
+    let s = c.lower();
+    let mut out = s[..1].to_uppercase();
+    out.push_str(&s[1..]);
+    out
+}
+
+/// Bar colours per type (colour-blind-safe Okabe-Ito palette).
+fn type_colour(c: ClassLabel) -> &'static str {
+    match c {
+        ClassLabel::Neutrophil => "#0072B2",
+        ClassLabel::Lymphocyte => "#E69F00",
+        ClassLabel::Monocyte => "#009E73",
+        ClassLabel::Eosinophil => "#D55E00",
+        ClassLabel::Basophil => "#CC79A7",
+    }
+}
+
+/// A horizontal bar chart of the percentages, as inline SVG.
+fn bar_chart_svg(counts: &[TypeCount]) -> String {
+    let (label_w, bar_w, row_h) = (110.0, 360.0, 28.0);
+    let height = row_h * counts.len() as f64 + 10.0;
+    let mut s = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{height}\" \
+         viewBox=\"0 0 {w} {height}\" role=\"img\" aria-label=\"differential count\">\n",
+        w = label_w + bar_w + 70.0
+    );
+    for (i, t) in counts.iter().enumerate() {
+        let y = 5.0 + row_h * i as f64;
+        let w = bar_w * t.percent / 100.0;
+        let _ = writeln!(
+            s,
+            "<text x=\"{x}\" y=\"{ty}\" text-anchor=\"end\" font-size=\"14\">{name}</text>\
+             <rect x=\"{bx}\" y=\"{y}\" width=\"{w:.1}\" height=\"{h}\" fill=\"{fill}\"/>\
+             <text x=\"{vx:.1}\" y=\"{ty}\" font-size=\"13\">{p:.1}%</text>",
+            x = label_w - 8.0,
+            ty = y + row_h * 0.62,
+            name = type_name(t.class),
+            bx = label_w,
+            h = row_h - 8.0,
+            fill = type_colour(t.class),
+            vx = label_w + w + 6.0,
+            p = t.percent,
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
+table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px}\
+th{background:#f2f2f2;text-align:left}td.n{text-align:right}tr.total td{font-weight:bold}\
+.note{color:#555;font-size:0.92em}.gallery{display:flex;flex-wrap:wrap;gap:6px}\
+figure{margin:0;text-align:center;font-size:0.75em;width:100px;overflow-wrap:anywhere}\
+figure img{width:96px;height:96px;display:block;margin:auto}.flag{outline:3px solid #d55e00}\
+td img{width:64px;height:64px}";
+
+/// The self-contained HTML differential-count report: counts and
+/// percentages per type in the clinical order with a bar chart, the cells
+/// flagged for review with their reasons, a gallery of crops per type,
+/// photos without a leukocyte and unreadable files. No external resources;
+/// images are PNG data URIs. File names are HTML-escaped.
+pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
+    let e = html_escape;
+    let counts = differential(results, &opts.classes);
+    let summary = Summary::of(results);
+    let total = summary.cells;
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n",
+        t = e(&opts.title)
+    );
+    let _ = writeln!(
+        h,
+        "<p>{} photos, {} read; <b>{total} leukocytes</b> classified, {} flagged for review; \
+         {} photos without a leukocyte; {} unreadable.</p>\n<p class=\"note\">Model: {} ({}).</p>",
+        summary.photos,
+        summary.photos - summary.unreadable,
+        summary.flagged,
+        summary.without_cell,
+        summary.unreadable,
+        e(&opts.model_origin),
+        e(&opts.model_description),
+    );
+
+    // Counts table and chart.
+    h.push_str("<h2>Differential count</h2>\n<table id=\"counts\">\n");
+    h.push_str(
+        "<tr><th>type</th><th>count</th><th>percent</th><th>of which flagged for review</th></tr>\n",
+    );
+    for t in &counts {
+        let _ = writeln!(
+            h,
+            "<tr><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{}</td></tr>",
+            type_name(t.class),
+            if t.in_model { "" } else { " *" },
+            t.count,
+            t.percent,
+            t.flagged
+        );
+    }
+    let _ = writeln!(
+        h,
+        "<tr class=\"total\"><td>total</td><td class=\"n\">{total}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>\n</table>",
+        if total > 0 { "100.0%" } else { "-" },
+        summary.flagged
+    );
+    let missing: Vec<String> = counts
+        .iter()
+        .filter(|t| !t.in_model)
+        .map(|t| type_name(t.class))
+        .collect();
+    if !missing.is_empty() {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">* This model has no {} class: such cells cannot be recognised, \
+             are shown as 0 and would be counted as another type.</p>",
+            missing.join(" or ").to_lowercase()
+        );
+    }
+    if total > 0 && total < 100 {
+        let _ = writeln!(
+            h,
+            "<p class=\"note\">Fewer than 100 leukocytes: the percentages are imprecise \
+             (a manual differential counts at least 100 cells).</p>"
+        );
+    }
+    h.push_str(&bar_chart_svg(&counts));
+    h.push('\n');
+
+    // Cells flagged for review.
+    let flagged: Vec<(&PhotoResult, &CellPrediction)> = results
+        .iter()
+        .flat_map(|r| r.cells().iter().map(move |c| (r, c)))
+        .filter(|(_, c)| c.review)
+        .collect();
+    let _ = writeln!(h, "<h2>Flagged for review ({})</h2>", flagged.len());
+    let r = &opts.rules;
+    let _ = writeln!(
+        h,
+        "<p class=\"note\">A cell is flagged when its top probability is below {:.2} \
+         (low_confidence), its box lies within {} px of the photo's edge (touches_border: the \
+         cell may be cut off), or the box's geometric-mean side is outside {:.2}-{:.2} of the \
+         photo's shorter side (unusual_size: a fragment, a clump or another magnification). \
+         Flagged cells are counted above under their predicted type.</p>",
+        r.min_confidence, r.border_px, r.min_side_fraction, r.max_side_fraction
+    );
+    if !flagged.is_empty() {
+        h.push_str(
+            "<table id=\"review\">\n<tr><th>crop</th><th>file</th><th>cell</th><th>box</th>\
+             <th>predicted</th><th>confidence</th><th>reasons</th></tr>\n",
+        );
+        for (r, c) in &flagged {
+            let b = &c.bbox;
+            let _ = writeln!(
+                h,
+                "<tr><td><img src=\"{}\" alt=\"\"></td><td>{}</td><td class=\"n\">{}</td>\
+                 <td>({},{})-({},{})</td><td>{}</td><td class=\"n\">{:.3}</td><td>{}</td></tr>",
+                png_data_uri(&c.crop),
+                e(&r.file),
+                c.cell,
+                b.x_min,
+                b.y_min,
+                b.x_max,
+                b.y_max,
+                type_name(c.class),
+                c.confidence,
+                reasons_text(&c.review_reasons)
+            );
+        }
+        h.push_str("</table>\n");
+    }
+
+    // Gallery.
+    h.push_str("<h2>Cells by type</h2>\n");
+    for t in counts.iter().filter(|t| t.count > 0) {
+        let _ = writeln!(
+            h,
+            "<h3>{} ({})</h3>\n<div class=\"gallery\">",
+            type_name(t.class),
+            t.count
+        );
+        let cells = results
+            .iter()
+            .flat_map(|r| r.cells().iter().map(move |c| (r, c)))
+            .filter(|(_, c)| c.class == t.class);
+        for (r, c) in cells.take(opts.gallery_cap) {
+            let short = r.file.rsplit(['/', '\\']).next().unwrap_or(&r.file);
+            let _ = writeln!(
+                h,
+                "<figure title=\"{} cell {}\"><img src=\"{}\" alt=\"\"{}>{} #{} {:.2}</figure>",
+                e(&r.file),
+                c.cell,
+                png_data_uri(&c.crop),
+                if c.review { " class=\"flag\"" } else { "" },
+                e(short),
+                c.cell,
+                c.confidence
+            );
+        }
+        h.push_str("</div>\n");
+        if t.count > opts.gallery_cap {
+            let _ = writeln!(h, "<p>and {} more</p>", t.count - opts.gallery_cap);
+        }
+    }
+    if total > 0 {
+        h.push_str("<p class=\"note\">Outlined crops are flagged for review.</p>\n");
+    }
+
+    // Photos without a leukocyte and unreadable files.
+    let _ = writeln!(
+        h,
+        "<h2>Photos without a leukocyte ({})</h2>",
+        summary.without_cell
+    );
+    if summary.without_cell > 0 {
+        h.push_str("<ul id=\"no-leukocyte\">\n");
+        for r in results {
+            if matches!(&r.outcome, Ok(p) if p.cells.is_empty()) {
+                let _ = writeln!(h, "<li>{}</li>", e(&r.file));
+            }
+        }
+        h.push_str("</ul>\n");
+    }
+    let _ = writeln!(h, "<h2>Unreadable files ({})</h2>", summary.unreadable);
+    if summary.unreadable > 0 {
+        h.push_str("<ul id=\"unreadable\">\n");
+        for r in results {
+            if let Err(why) = &r.outcome {
+                let _ = writeln!(h, "<li>{}: {}</li>", e(&r.file), e(why));
+            }
+        }
+        h.push_str("</ul>\n");
+    }
+    h.push_str("</body>\n</html>\n");
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::LeukocyteBox;
+
+    fn cell(n: usize, class: ClassLabel, conf: f32, review: bool) -> CellPrediction {
+        let mut probabilities = vec![(1.0 - conf) / 3.0; 4];
+        let k = [
+            ClassLabel::Neutrophil,
+            ClassLabel::Eosinophil,
+            ClassLabel::Lymphocyte,
+            ClassLabel::Monocyte,
+        ]
+        .iter()
+        .position(|&c| c == class)
+        .unwrap();
+        probabilities[k] = conf;
+        CellPrediction {
+            cell: n,
+            bbox: LeukocyteBox {
+                x_min: 10,
+                y_min: 20,
+                x_max: 110,
+                y_max: 120,
+                area_px: 5000,
+            },
+            class,
+            confidence: conf,
+            probabilities,
+            review,
+            review_reasons: if review {
+                vec![ReviewReason::LowConfidence]
+            } else {
+                vec![]
+            },
+            crop: image::RgbImage::from_pixel(8, 8, image::Rgb([120, 80, 200])),
+        }
+    }
+
+    fn four() -> Vec<ClassLabel> {
+        vec![
+            ClassLabel::Neutrophil,
+            ClassLabel::Eosinophil,
+            ClassLabel::Lymphocyte,
+            ClassLabel::Monocyte,
+        ]
+    }
+
+    fn sample() -> Vec<PhotoResult> {
+        let ok = |file: &str, cells| PhotoResult {
+            file: file.into(),
+            outcome: Ok(PhotoPrediction {
+                width: 640,
+                height: 480,
+                cells,
+            }),
+        };
+        vec![
+            ok(
+                "a,<b>.jpg",
+                vec![
+                    cell(1, ClassLabel::Neutrophil, 0.9, false),
+                    cell(2, ClassLabel::Lymphocyte, 0.5, true),
+                ],
+            ),
+            ok("empty.png", vec![]),
+            ok("c.jpg", vec![cell(1, ClassLabel::Neutrophil, 0.95, false)]),
+            PhotoResult {
+                file: "bad & broken.jpg".into(),
+                outcome: Err("truncated JPEG".into()),
+            },
+        ]
+    }
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
+            assert_eq!(base64(i.as_bytes()), o);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
+    }
+
+    #[test]
+    fn csv_rows_and_none_row() {
+        let csv = to_csv(&sample(), &four());
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review"
+        );
+        assert_eq!(lines.len(), 1 + 2 + 1 + 1, "{csv}");
+        assert!(lines[1].starts_with("\"a,<b>.jpg\",1,10,20,110,120,NEUTROPHIL,0.9000,0.9000,"));
+        assert!(lines[2].ends_with(",true"));
+        assert_eq!(lines[3], "empty.png,0,,,,,none,,,,,,false");
+        assert!(!csv.contains("broken"));
+    }
+
+    #[test]
+    fn json_has_errors_and_reasons() {
+        let v: serde_json::Value = serde_json::from_str(&to_json(&sample(), &four())).unwrap();
+        let a = v.as_array().unwrap();
+        assert_eq!(a.len(), 4);
+        assert_eq!(a[0]["cells"][1]["review_reasons"][0], "low_confidence");
+        assert_eq!(a[0]["cells"][1]["class"], "LYMPHOCYTE");
+        assert!(
+            (a[0]["cells"][0]["probabilities"]["NEUTROPHIL"]
+                .as_f64()
+                .unwrap()
+                - 0.9)
+                .abs()
+                < 1e-6
+        );
+        assert!(a[1]["error"].is_null());
+        assert_eq!(a[3]["error"], "truncated JPEG");
+    }
+
+    #[test]
+    fn table_lists_everything() {
+        let t = to_table(&sample());
+        assert!(t.contains("low_confidence"));
+        assert!(t.contains("none"));
+        assert!(t.contains("unreadable"));
+        assert!(t.contains(
+            "4 photos: 3 leukocytes (1 flagged for review), 1 without a leukocyte, 1 unreadable"
+        ));
+    }
+
+    #[test]
+    fn differential_in_clinical_order() {
+        let d = differential(&sample(), &four());
+        let order: Vec<ClassLabel> = d.iter().map(|t| t.class).collect();
+        assert_eq!(order, ClassLabel::CLINICAL_ORDER);
+        assert_eq!(d[0].count, 2);
+        assert!((d[0].percent - 200.0 / 3.0).abs() < 1e-9);
+        assert_eq!((d[1].count, d[1].flagged), (1, 1));
+        assert!(!d[4].in_model && d[4].count == 0);
+    }
+
+    #[test]
+    fn html_is_escaped_and_self_contained() {
+        let opts = ReportOptions {
+            title: "Sample <1>".into(),
+            model_origin: "embedded default model".into(),
+            model_description: "test".into(),
+            classes: four(),
+            rules: ReviewRules {
+                min_confidence: 0.7,
+                border_px: 2,
+                min_side_fraction: 0.15,
+                max_side_fraction: 0.7,
+            },
+            gallery_cap: 1,
+        };
+        let h = render_html(&sample(), &opts);
+        assert!(h.contains("Sample &lt;1&gt;"));
+        assert!(h.contains("a,&lt;b&gt;.jpg"));
+        assert!(!h.contains("<b>.jpg"));
+        assert!(h.contains("bad &amp; broken.jpg: truncated JPEG"));
+        assert!(h.contains("data:image/png;base64,"));
+        assert!(h.contains("and 1 more"));
+        assert!(h.contains("no basophil class"));
+        assert!(
+            !h.contains("http://")
+                || !h
+                    .replace("http://www.w3.org/2000/svg", "")
+                    .contains("http://")
+        );
+        assert!(!h.contains("https://"));
+        let pos: Vec<usize> = [
+            "Neutrophil",
+            "Lymphocyte",
+            "Monocyte",
+            "Eosinophil",
+            "Basophil",
+        ]
+        .iter()
+        .map(|n| h.find(&format!("<tr><td>{n}")).unwrap())
+        .collect();
+        assert!(pos.windows(2).all(|w| w[0] < w[1]));
+    }
+}

@@ -1,0 +1,313 @@
+//! `leuko predict` on real BCCD photos and on a corpus of bad inputs: one
+//! row per leukocyte, valid probabilities, every file accounted for, no
+//! panic; exit 0 / 2 / 1 as documented.
+
+use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
+const CLASSES: [&str; 5] = [
+    "NEUTROPHIL",
+    "EOSINOPHIL",
+    "LYMPHOCYTE",
+    "MONOCYTE",
+    "BASOPHIL",
+];
+const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review";
+
+fn photo(id: u32) -> PathBuf {
+    PathBuf::from(format!("{BCCD}/JPEGImages/BloodImage_{id:05}.jpg"))
+}
+
+fn predict(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_leuko"))
+        .arg("predict")
+        .args(args)
+        .output()
+        .expect("run leuko")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// CSV rows (without the header) split into fields; checks the header.
+fn csv_rows(stdout: &str) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_reader(stdout.as_bytes());
+    let header: Vec<String> = r.headers().unwrap().iter().map(String::from).collect();
+    assert_eq!(header.join(","), HEADER);
+    r.records()
+        .map(|rec| rec.unwrap().iter().map(String::from).collect())
+        .collect()
+}
+
+/// Checks a cell row: class, probabilities summing to 1, confidence = top probability, box.
+fn check_cell_row(row: &[String]) {
+    assert!(CLASSES.contains(&row[6].as_str()), "{row:?}");
+    let p: Vec<f64> = row[8..12].iter().map(|v| v.parse().unwrap()).collect();
+    let sum: f64 = p.iter().sum();
+    assert!(
+        (sum - 1.0).abs() < 2e-3,
+        "probabilities sum to {sum}: {row:?}"
+    );
+    let conf: f64 = row[7].parse().unwrap();
+    let top = p.iter().cloned().fold(f64::MIN, f64::max);
+    assert!((conf - top).abs() < 1e-9, "{row:?}");
+    let b: Vec<u32> = row[2..6].iter().map(|v| v.parse().unwrap()).collect();
+    assert!(
+        b[0] < b[2] && b[1] < b[3] && b[2] <= 640 && b[3] <= 480,
+        "{row:?}"
+    );
+    assert!(row[12] == "true" || row[12] == "false");
+}
+
+#[test]
+fn csv_and_json_give_one_row_per_leukocyte() {
+    let photos = [photo(0), photo(3), photo(10)];
+    let args: Vec<&str> = photos.iter().map(|p| s(p)).collect();
+    let o = predict(&[&args[..], &["--format", "csv", "--threads", "2"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let rows = csv_rows(&text(&o.stdout));
+    let o = predict(&[&args[..], &["--format", "json", "--quiet"]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
+    let photos_json = json.as_array().unwrap();
+    assert_eq!(photos_json.len(), 3);
+    let mut expected_rows = 0;
+    for (p, j) in photos.iter().zip(photos_json) {
+        assert_eq!(j["file"], s(p), "input order kept");
+        assert!(j["error"].is_null());
+        assert_eq!(
+            (j["width"].as_u64(), j["height"].as_u64()),
+            (Some(640), Some(480))
+        );
+        let cells = j["cells"].as_array().unwrap();
+        assert!(!cells.is_empty(), "BCCD photos show a leukocyte: {j}");
+        for (k, c) in cells.iter().enumerate() {
+            assert_eq!(c["cell"].as_u64(), Some(k as u64 + 1));
+            assert!(c["review_reasons"].is_array());
+            assert_eq!(
+                c["review"].as_bool(),
+                Some(!c["review_reasons"].as_array().unwrap().is_empty())
+            );
+            let class = c["class"].as_str().unwrap();
+            let conf = c["confidence"].as_f64().unwrap();
+            assert!((c["probabilities"][class].as_f64().unwrap() - conf).abs() < 1e-9);
+        }
+        expected_rows += cells.len();
+        let file_rows: Vec<_> = rows.iter().filter(|r| r[0] == s(p)).collect();
+        assert_eq!(file_rows.len(), cells.len(), "{p:?}");
+        for (r, c) in file_rows.iter().zip(cells) {
+            check_cell_row(r);
+            assert_eq!(r[6], c["class"].as_str().unwrap());
+            assert_eq!(
+                r[2].parse::<u64>().unwrap(),
+                c["box"]["x_min"].as_u64().unwrap()
+            );
+        }
+    }
+    assert_eq!(rows.len(), expected_rows);
+    // Photo 0's leukocyte is annotated at 260..492 x 177..377.
+    let first = &rows[0];
+    let b: Vec<u32> = first[2..6].iter().map(|v| v.parse().unwrap()).collect();
+    assert!(
+        b[0] < 280 && b[2] > 470 && b[1] < 200 && b[3] > 350,
+        "{b:?}"
+    );
+}
+
+#[test]
+fn folders_are_walked_recursively_in_sorted_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = dir.path().join("b").join("deeper");
+    std::fs::create_dir_all(&deep).unwrap();
+    std::fs::create_dir_all(dir.path().join("a")).unwrap();
+    std::fs::copy(photo(1), deep.join("one.JPG")).unwrap();
+    std::fs::copy(photo(2), dir.path().join("a").join("two.jpeg")).unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "skipped").unwrap();
+    let out = dir.path().join("out").join("pred.csv");
+    let o = predict(&[s(dir.path()), "--format", "csv", "--out", s(&out)]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(o.stdout.is_empty(), "--out: nothing on stdout");
+    let rows = csv_rows(&std::fs::read_to_string(&out).unwrap());
+    let files: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    assert!(files.len() >= 2, "{files:?}");
+    assert!(files[0].ends_with("a/two.jpeg"), "{files:?}");
+    assert!(
+        files.last().unwrap().ends_with("b/deeper/one.JPG"),
+        "{files:?}"
+    );
+    assert!(!files.iter().any(|f| f.contains("notes")));
+    rows.iter().for_each(|r| check_cell_row(r));
+}
+
+/// A PNG whose header claims 30000x30000 pixels (no pixel data follows).
+fn huge_png_header() -> Vec<u8> {
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xffff_ffffu32;
+        for &b in data {
+            crc ^= b as u32;
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xedb8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+    let mut ihdr = b"IHDR".to_vec();
+    ihdr.extend_from_slice(&30000u32.to_be_bytes());
+    ihdr.extend_from_slice(&30000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+    png.extend_from_slice(&13u32.to_be_bytes());
+    png.extend_from_slice(&ihdr);
+    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
+    png
+}
+
+#[test]
+fn bad_inputs_are_reported_and_the_rest_processed() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let real = std::fs::read(photo(0)).unwrap();
+    std::fs::copy(photo(0), d.join("real.jpg")).unwrap();
+    std::fs::write(d.join("empty.jpg"), b"").unwrap();
+    std::fs::write(d.join("truncated.jpg"), &real[..real.len() / 2]).unwrap();
+    std::fs::write(d.join("text.jpg"), b"this is not a photo\n").unwrap();
+    std::fs::write(d.join("huge.png"), huge_png_header()).unwrap();
+    image::GrayImage::from_fn(64, 48, |x, _| Luma([x as u8 * 3]))
+        .save(d.join("gray.png"))
+        .unwrap();
+    let bccd = image::open(photo(0)).unwrap().to_rgb8();
+    ImageBuffer::from_fn(640, 480, |x, y| {
+        let c = bccd.get_pixel(x, y).0;
+        Rgba([c[0], c[1], c[2], 200])
+    })
+    .save(d.join("rgba.png"))
+    .unwrap();
+    ImageBuffer::<Rgb<u16>, Vec<u16>>::from_fn(64, 48, |x, y| {
+        Rgb([x as u16 * 1000, y as u16 * 1000, 30000])
+    })
+    .save(d.join("deep.png"))
+    .unwrap();
+    RgbImage::from_pixel(1, 1, Rgb([120, 80, 200]))
+        .save(d.join("one.png"))
+        .unwrap();
+    let missing = d.join("missing.jpg");
+    let o = predict(&[s(d), s(&missing), "--format", "csv", "--threads", "2"]);
+    let (stdout, stderr) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    for (file, reason) in [
+        ("empty.jpg", "empty"),
+        ("truncated.jpg", "truncated"),
+        ("text.jpg", "not an image"),
+        ("huge.png", "too large"),
+        ("missing.jpg", "no such file"),
+    ] {
+        assert!(
+            stderr
+                .lines()
+                .any(|l| l.contains(file) && l.contains(reason)),
+            "{file} ({reason}) not reported:\n{stderr}"
+        );
+        assert!(!stdout.contains(file), "{file} has a row:\n{stdout}");
+    }
+    let rows = csv_rows(&stdout);
+    for file in ["real.jpg", "gray.png", "rgba.png", "deep.png", "one.png"] {
+        let mine: Vec<_> = rows.iter().filter(|r| r[0].ends_with(file)).collect();
+        assert!(!mine.is_empty(), "{file} has no row:\n{stdout}");
+        for r in mine {
+            if r[6] == "none" {
+                assert_eq!(r[1..].join(","), "0,,,,,none,,,,,,false");
+            } else {
+                check_cell_row(r);
+            }
+        }
+    }
+    // The real photo and its RGBA copy show the leukocyte; the tiny ones show none.
+    for file in ["real.jpg", "rgba.png"] {
+        assert!(
+            rows.iter().any(|r| r[0].ends_with(file) && r[6] != "none"),
+            "{file}"
+        );
+    }
+    for file in ["gray.png", "one.png"] {
+        assert!(
+            rows.iter().any(|r| r[0].ends_with(file) && r[6] == "none"),
+            "{file}"
+        );
+    }
+    // The same run as JSON lists the errors too.
+    let o = predict(&[s(d), s(&missing), "--format", "json", "--quiet"]);
+    assert_eq!(o.status.code(), Some(2));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let errors = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| !p["error"].is_null())
+        .count();
+    assert_eq!(errors, 5, "{json}");
+    assert_eq!(json.as_array().unwrap().len(), 10);
+}
+
+#[test]
+fn a_bad_model_file_is_a_usage_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.leuko")).unwrap();
+    let cases: [(&str, Vec<u8>); 3] = [
+        ("garbage.leuko", b"definitely not a model".to_vec()),
+        ("truncated.leuko", good[..good.len() / 2].to_vec()),
+        ("header-only.leuko", good[..200.min(good.len())].to_vec()),
+    ];
+    let p0 = photo(0);
+    for (name, bytes) in cases {
+        let model = dir.path().join(name);
+        std::fs::write(&model, bytes).unwrap();
+        let o = predict(&[s(&p0), "--model", s(&model)]);
+        let stderr = text(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{name}: {stderr}");
+        assert!(stderr.contains(name), "{name}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{name}: {stderr}");
+        assert!(o.stdout.is_empty());
+    }
+    let o = predict(&[s(&p0), "--model", "no-such-model.leuko"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o.stderr).contains("no-such-model.leuko"));
+}
+
+#[test]
+fn usage_errors_exit_with_one_and_the_table_reads_well() {
+    let p0 = photo(0);
+    for args in [
+        vec![],
+        vec![s(&p0), "--threads", "0"],
+        vec![s(&p0), "--format", "xml"],
+    ] {
+        let o = predict(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", text(&o.stderr));
+    }
+    let o = predict(&[s(&p0)]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = text(&o.stdout);
+    let mut lines = out.lines();
+    let header = lines.next().unwrap();
+    for col in ["file", "cell", "class", "confidence", "review"] {
+        assert!(header.contains(col), "{header}");
+    }
+    assert!(lines.next().unwrap().contains("BloodImage_00000.jpg"));
+    assert!(out.contains("1 photos: "), "{out}");
+}
