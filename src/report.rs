@@ -399,6 +399,17 @@ pub fn png_data_uri(img: &image::RgbImage) -> String {
     }
 }
 
+/// A PNG `data:` URI of an image shrunk to at most `side` pixels square (at
+/// the size it is shown: keeps a report of hundreds of cells small).
+fn thumbnail_uri(img: &image::RgbImage, side: u32) -> String {
+    if img.width() > side || img.height() > side {
+        let small = image::imageops::resize(img, side, side, image::imageops::FilterType::Triangle);
+        png_data_uri(&small)
+    } else {
+        png_data_uri(img)
+    }
+}
+
 fn type_name(c: ClassLabel) -> String {
     let s = c.lower();
     let mut out = s[..1].to_uppercase();
@@ -448,13 +459,17 @@ fn bar_chart_svg(counts: &[TypeCount]) -> String {
     s
 }
 
+/// Sides of the crops as shown in the review list and the gallery.
+const REVIEW_THUMB_PX: u32 = 64;
+const GALLERY_THUMB_PX: u32 = 96;
+
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px}\
 th{background:#f2f2f2;text-align:left}td.n{text-align:right}tr.total td{font-weight:bold}\
 .note{color:#555;font-size:0.92em}.gallery{display:flex;flex-wrap:wrap;gap:6px}\
 figure{margin:0;text-align:center;font-size:0.75em;width:100px;overflow-wrap:anywhere}\
 figure img{width:96px;height:96px;display:block;margin:auto}.flag{outline:3px solid #d55e00}\
-td img{width:64px;height:64px}";
+td img{width:64px;height:64px}td.b{white-space:nowrap}";
 
 /// The self-contained HTML differential-count report: counts and
 /// percentages per type in the clinical order with a bar chart, the cells
@@ -558,8 +573,8 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
             let _ = writeln!(
                 h,
                 "<tr><td><img src=\"{}\" alt=\"\"></td><td>{}</td><td class=\"n\">{}</td>\
-                 <td>({},{})-({},{})</td><td>{}</td><td class=\"n\">{:.3}</td><td>{}</td></tr>",
-                png_data_uri(&c.crop),
+                 <td class=\"b\">({},{})-({},{})</td><td>{}</td><td class=\"n\">{:.3}</td><td>{}</td></tr>",
+                thumbnail_uri(&c.crop, REVIEW_THUMB_PX),
                 e(&r.file),
                 c.cell,
                 b.x_min,
@@ -594,7 +609,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
                 "<figure title=\"{} cell {}\"><img src=\"{}\" alt=\"\"{}>{} #{} {:.2}</figure>",
                 e(&r.file),
                 c.cell,
-                png_data_uri(&c.crop),
+                thumbnail_uri(&c.crop, GALLERY_THUMB_PX),
                 if c.review { " class=\"flag\"" } else { "" },
                 e(short),
                 c.cell,
