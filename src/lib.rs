@@ -20,6 +20,7 @@ pub mod predict;
 pub mod progress;
 pub mod report;
 pub mod runtime;
+pub mod serve;
 pub mod split;
 pub mod tensors;
 pub mod train;

@@ -27,6 +27,8 @@ enum Command {
     Evaluate(cmd::train::EvaluateArgs),
     /// Reproduce the four-step study: baseline → balanced → isolated → final, with the comparison table.
     CaseStudy(cmd::train::CaseStudyArgs),
+    /// Local web app and JSON API: drop photos, see each leukocyte classified and counted.
+    Serve(cmd::serve::ServeArgs),
     /// Classify every leukocyte in photos: one row per cell (table, CSV or JSON).
     Predict(cmd::predict::PredictArgs),
     /// Differential count of a sample as one self-contained HTML report.
@@ -53,6 +55,7 @@ fn main() -> ExitCode {
         Command::Train(a) => cmd::train::run_train(a),
         Command::Evaluate(a) => cmd::train::run_evaluate(a),
         Command::CaseStudy(a) => cmd::train::run_case_study(a),
+        Command::Serve(a) => cmd::serve::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Bench(a) => cmd::bench::run(a),

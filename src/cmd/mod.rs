@@ -6,6 +6,7 @@ pub mod data;
 pub mod isolate;
 pub mod predict;
 pub mod report;
+pub mod serve;
 pub mod split;
 pub mod train;
 

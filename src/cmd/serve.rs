@@ -1,0 +1,52 @@
+//! `leuko serve` (issue 5): the local web app and JSON API.
+
+use anyhow::{bail, Context};
+use leuko::predict::Classifier;
+use leuko::serve::{AppState, ServeConfig};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Run a local web app: drop blood-smear photos on the page and see every
+/// leukocyte boxed, classified and counted. Also a JSON API
+/// (`POST /api/classify`, `GET /api/health`).
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on. The default is reachable from this machine only;
+    /// the server has no authentication, so think twice before 0.0.0.0.
+    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// Model file written by `leuko train` (default: the model embedded in leuko).
+    #[arg(long, value_name = "FILE")]
+    pub model: Option<PathBuf>,
+    /// Largest request body accepted, in MB (MiB); larger uploads get 413.
+    #[arg(long, value_name = "MB", default_value_t = 20)]
+    pub max_body_mb: usize,
+    /// Photos classified at the same time (default: the number of cores).
+    #[arg(long, value_name = "N")]
+    pub workers: Option<usize>,
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    if args.max_body_mb == 0 || args.max_body_mb > 4096 {
+        bail!("--max-body-mb must be between 1 and 4096");
+    }
+    let classifier = Classifier::from_option(args.model.as_deref())?;
+    let mut config = ServeConfig {
+        max_body_bytes: args.max_body_mb * 1024 * 1024,
+        ..ServeConfig::default()
+    };
+    if let Some(n) = args.workers {
+        if n == 0 {
+            bail!("--workers must be at least 1");
+        }
+        config.max_concurrent = n;
+    }
+    let state = AppState::new(classifier, config);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(leuko::serve::serve(args.addr, state))?;
+    Ok(ExitCode::SUCCESS)
+}

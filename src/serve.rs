@@ -1,0 +1,514 @@
+//! `leuko serve`: a local web app and JSON API over [`Classifier`].
+//!
+//! Routes:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /` (and `/app.css`, `/app.js`) | the page: drop photos, see boxes, crops, probabilities, review flags and the differential count |
+//! | `GET /api/health` | `{"status":"ok","model":..,"classes":[..],..}` |
+//! | `POST /api/classify` | multipart, one or more files (any field with a file name, or a field named `files`/`file`) |
+//!
+//! Status codes of `POST /api/classify`: 200 when at least one file was read
+//! (unreadable files of the batch are reported in their own entries,
+//! `ok:false`); 400 with `{"error":..}` when the request is not multipart, is
+//! malformed, holds no file, or none of its files is a readable image (the
+//! body then also lists every file's entry); 413 when the body is larger than
+//! the limit; 500 only when classifying a readable photo failed inside leuko.
+//!
+//! Classification is CPU-bound: it runs in `spawn_blocking`, at most
+//! [`ServeConfig::max_concurrent`] photos at a time (a semaphore), so a burst of
+//! requests queues instead of exhausting memory.
+
+use crate::data::ClassLabel;
+use crate::error::LeukoError;
+use crate::predict::{CellPrediction, Classifier, PhotoPrediction};
+use axum::extract::multipart::{Multipart, MultipartRejection};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use image::ImageEncoder;
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+static INDEX_HTML: &str = include_str!("../assets/web/index.html");
+static APP_CSS: &str = include_str!("../assets/web/app.css");
+static APP_JS: &str = include_str!("../assets/web/app.js");
+
+/// Default request body limit (`--max-body-mb 20`).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 20 * 1024 * 1024;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Requests with a larger body get 413.
+    pub max_body_bytes: usize,
+    /// Photos classified at the same time (across all requests).
+    pub max_concurrent: usize,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_concurrent: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+        }
+    }
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    classifier: Arc<Classifier>,
+    permits: Arc<Semaphore>,
+    config: Arc<ServeConfig>,
+}
+
+impl AppState {
+    pub fn new(classifier: Classifier, config: ServeConfig) -> AppState {
+        AppState::from_arc(Arc::new(classifier), config)
+    }
+
+    pub fn from_arc(classifier: Arc<Classifier>, config: ServeConfig) -> AppState {
+        let n = config.max_concurrent.max(1);
+        AppState {
+            classifier,
+            permits: Arc::new(Semaphore::new(n)),
+            config: Arc::new(config),
+        }
+    }
+
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    pub fn config(&self) -> &ServeConfig {
+        &self.config
+    }
+}
+
+/// The app's routes.
+pub fn router(state: AppState) -> Router {
+    let limit = state.config.max_body_bytes;
+    Router::new()
+        .route("/", get(index))
+        .route("/index.html", get(index))
+        .route("/app.css", get(app_css))
+        .route("/app.js", get(app_js))
+        .route("/api/health", get(health))
+        .route("/api/classify", post(classify))
+        .fallback(not_found)
+        // The multipart extractor stops reading at the limit (413); the
+        // middleware answers 413 at once when Content-Length says so.
+        .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            limit,
+            reject_large_content_length,
+        ))
+        .with_state(state)
+}
+
+/// Binds `addr`, prints the URL and serves until Ctrl-C.
+pub async fn serve(addr: SocketAddr, state: AppState) -> std::io::Result<()> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))?;
+    let local = listener.local_addr()?;
+    println!(
+        "leuko serve: http://{local}/  (model: {}; Ctrl-C to stop)",
+        state.classifier.origin()
+    );
+    if !local.ip().is_loopback() {
+        eprintln!(
+            "warning: listening on {} — reachable from other machines; leuko serve has no \
+             authentication",
+            local.ip()
+        );
+    }
+    serve_on(listener, state, shutdown_signal()).await
+}
+
+/// Serves on an already bound listener until `shutdown` completes (tests bind
+/// 127.0.0.1:0 and pass a never-ending or oneshot future).
+pub async fn serve_on<F>(listener: TcpListener, state: AppState, shutdown: F) -> std::io::Result<()>
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+async fn shutdown_signal() {
+    // If the handler cannot be installed, serve until killed.
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A JSON error body `{"error": message}`.
+fn error_response(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": message.into() }))).into_response()
+}
+
+async fn reject_large_content_length(
+    State(limit): State<usize>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse::<u64>().ok());
+    if let Some(n) = declared {
+        if n > limit as u64 {
+            return too_large(limit);
+        }
+    }
+    next.run(req).await
+}
+
+fn too_large(limit: usize) -> Response {
+    error_response(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "request body larger than the limit of {} (leuko serve --max-body-mb)",
+            format_bytes(limit)
+        ),
+    )
+}
+
+fn format_bytes(n: usize) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MB", n / (1024 * 1024))
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(INDEX_HTML)
+}
+
+async fn app_css() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], APP_CSS)
+}
+
+async fn app_js() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        APP_JS,
+    )
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "no such page or API route")
+}
+
+async fn health(State(state): State<AppState>) -> Json<Value> {
+    let c = &state.classifier;
+    Json(json!({
+        "status": "ok",
+        "model": c.origin(),
+        "experiment": c.meta().experiment,
+        "classes": c.classes().iter().map(|k| k.lower()).collect::<Vec<_>>(),
+        "review_threshold": c.rules().min_confidence,
+        "max_body_bytes": state.config.max_body_bytes,
+        "max_concurrent": state.config.max_concurrent,
+    }))
+}
+
+/// One file of a request, as answered.
+#[derive(Debug, Serialize)]
+pub struct FileResult {
+    pub file: String,
+    pub ok: bool,
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub cells: Vec<Value>,
+    pub error: Option<String>,
+}
+
+/// How a file failed: the sender's fault (unreadable image) or leuko's.
+enum Failure {
+    BadInput(String),
+    Internal(String),
+}
+
+async fn classify(
+    State(state): State<AppState>,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => {
+            return error_response(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "expected a multipart/form-data upload with one or more image files \
+                     (field 'files'): {}",
+                    e.body_text()
+                ),
+            )
+        }
+    };
+    let files = match read_files(&mut multipart, state.config.max_body_bytes).await {
+        Ok(f) => f,
+        Err(resp) => return resp,
+    };
+    if files.is_empty() {
+        return error_response(
+            StatusCode::BAD_REQUEST,
+            "the upload holds no file: send one or more images as multipart/form-data \
+             (field 'files')",
+        );
+    }
+
+    // Every file is classified on the blocking pool, at most
+    // `max_concurrent` photos at a time across all requests.
+    let mut tasks = Vec::with_capacity(files.len());
+    for (name, bytes) in files {
+        let state = state.clone();
+        tasks.push(tokio::spawn(async move {
+            let outcome = classify_one(&state, &name, bytes).await;
+            (name, outcome)
+        }));
+    }
+    let classes = state.classifier.classes().to_vec();
+    let mut results = Vec::with_capacity(tasks.len());
+    let mut predictions: Vec<PhotoPrediction> = Vec::new();
+    let (mut bad_input, mut internal) = (0usize, 0usize);
+    for (i, task) in tasks.into_iter().enumerate() {
+        let (name, outcome) = match task.await {
+            Ok(x) => x,
+            Err(e) => (
+                format!("file {}", i + 1),
+                Err(Failure::Internal(format!(
+                    "classification task failed: {e}"
+                ))),
+            ),
+        };
+        match outcome {
+            Ok(p) => {
+                results.push(FileResult {
+                    file: name,
+                    ok: true,
+                    width: Some(p.width),
+                    height: Some(p.height),
+                    cells: p.cells.iter().map(|c| cell_json(c, &classes)).collect(),
+                    error: None,
+                });
+                predictions.push(p);
+            }
+            Err(f) => {
+                let message = match f {
+                    Failure::BadInput(m) => {
+                        bad_input += 1;
+                        m
+                    }
+                    Failure::Internal(m) => {
+                        internal += 1;
+                        m
+                    }
+                };
+                results.push(FileResult {
+                    file: name,
+                    ok: false,
+                    width: None,
+                    height: None,
+                    cells: Vec::new(),
+                    error: Some(message),
+                });
+            }
+        }
+    }
+    let body = json!({
+        "model": state.classifier.origin(),
+        "files": results,
+        "differential": differential(&predictions, &classes),
+    });
+    if predictions.is_empty() {
+        let (status, message) = if internal > 0 {
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "classification failed inside leuko (see each file's error)",
+            )
+        } else if bad_input == 1 {
+            (StatusCode::BAD_REQUEST, "the file is not a readable image")
+        } else {
+            (
+                StatusCode::BAD_REQUEST,
+                "none of the files is a readable image",
+            )
+        };
+        let mut body = body;
+        body["error"] = Value::String(message.to_string());
+        return (status, Json(body)).into_response();
+    }
+    (StatusCode::OK, Json(body)).into_response()
+}
+
+/// The uploaded files as `(name, bytes)`, in upload order; an error response
+/// for a malformed or too large body.
+async fn read_files(
+    multipart: &mut Multipart,
+    limit: usize,
+) -> Result<Vec<(String, Vec<u8>)>, Response> {
+    let mut files = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => return Err(multipart_error(e, limit)),
+        };
+        let file_name = field.file_name().map(str::to_string);
+        let is_file = file_name.is_some() || matches!(field.name(), Some("files" | "file"));
+        if !is_file {
+            // Other form fields are ignored (but must still be read through).
+            if let Err(e) = field.bytes().await {
+                return Err(multipart_error(e, limit));
+            }
+            continue;
+        }
+        let name = match file_name {
+            Some(n) if !n.trim().is_empty() => n,
+            _ => format!("file {}", files.len() + 1),
+        };
+        match field.bytes().await {
+            Ok(b) => files.push((name, b.to_vec())),
+            Err(e) => return Err(multipart_error(e, limit)),
+        }
+    }
+    Ok(files)
+}
+
+fn multipart_error(e: axum::extract::multipart::MultipartError, limit: usize) -> Response {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        too_large(limit)
+    } else {
+        error_response(
+            StatusCode::BAD_REQUEST,
+            format!("malformed multipart upload: {}", e.body_text()),
+        )
+    }
+}
+
+async fn classify_one(
+    state: &AppState,
+    name: &str,
+    bytes: Vec<u8>,
+) -> Result<PhotoPrediction, Failure> {
+    let permit = state
+        .permits
+        .clone()
+        .acquire_owned()
+        .await
+        .map_err(|e| Failure::Internal(format!("server shutting down: {e}")))?;
+    let classifier = state.classifier.clone();
+    let name_owned = name.to_string();
+    let joined = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            classifier.classify_bytes(&name_owned, &bytes)
+        }))
+    })
+    .await;
+    match joined {
+        Ok(Ok(Ok(p))) => Ok(p),
+        Ok(Ok(Err(LeukoError::Image { message, .. }))) => Err(Failure::BadInput(format!(
+            "not a readable image: {message}"
+        ))),
+        Ok(Ok(Err(e))) => Err(Failure::Internal(format!("classification failed: {e}"))),
+        Ok(Err(panic)) => Err(Failure::Internal(format!(
+            "classification failed unexpectedly: {}",
+            panic_message(&panic)
+        ))),
+        Err(e) => Err(Failure::Internal(format!(
+            "classification task failed: {e}"
+        ))),
+    }
+}
+
+fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        s.to_string()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "internal error".to_string()
+    }
+}
+
+/// One cell as JSON: the columns of `leuko predict` (box, class, confidence,
+/// one probability per class, review) plus the reasons and the crop.
+pub fn cell_json(c: &CellPrediction, classes: &[ClassLabel]) -> Value {
+    let mut probabilities = Map::new();
+    for (k, p) in classes.iter().zip(&c.probabilities) {
+        probabilities.insert(k.lower().to_string(), json!(p));
+    }
+    json!({
+        "cell": c.cell,
+        "x_min": c.bbox.x_min,
+        "y_min": c.bbox.y_min,
+        "x_max": c.bbox.x_max,
+        "y_max": c.bbox.y_max,
+        "class": c.class.lower(),
+        "confidence": c.confidence,
+        "probabilities": probabilities,
+        "review": c.review,
+        "review_reasons": c.review_reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
+        "crop_png_base64": png_base64(&c.crop),
+    })
+}
+
+fn png_base64(img: &image::RgbImage) -> Option<String> {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
+        .ok()?;
+    Some(base64::engine::general_purpose::STANDARD.encode(png))
+}
+
+/// The differential count of a batch: cells per class in clinical order
+/// (neutrophil, lymphocyte, monocyte, eosinophil, basophil; classes the model
+/// does not know are left out), with percentages of all cells found.
+pub fn differential(predictions: &[PhotoPrediction], classes: &[ClassLabel]) -> Value {
+    let cells: Vec<&CellPrediction> = predictions.iter().flat_map(|p| &p.cells).collect();
+    let total = cells.len();
+    let flagged = cells.iter().filter(|c| c.review).count();
+    let rows: Vec<Value> = ClassLabel::CLINICAL_ORDER
+        .iter()
+        .filter(|k| classes.contains(k))
+        .map(|k| {
+            let n = cells.iter().filter(|c| c.class == *k).count();
+            let percent = if total == 0 {
+                0.0
+            } else {
+                100.0 * n as f64 / total as f64
+            };
+            json!({ "class": k.lower(), "count": n, "percent": percent })
+        })
+        .collect();
+    json!({
+        "photos": predictions.len(),
+        "cells": total,
+        "flagged_for_review": flagged,
+        "counts": rows,
+    })
+}
