@@ -54,7 +54,7 @@ pub fn train_step(
         let t0 = Instant::now();
         let x = images_tensor(data.clone(), batch, width as u32, height as u32, &device);
         let y = labels_tensor(&labels, &device);
-        let loss = loss_fn.forward(model.forward(x), y);
+        let loss = loss_fn.forward(model.forward_train(x, i as u64), y);
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(1e-3, model, grads);
         // Reading the loss forces the step to finish (backends may be lazy).

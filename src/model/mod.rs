@@ -9,6 +9,7 @@
 //! so the two can be compared on equal terms.
 
 pub mod fastconv;
+pub mod fastops;
 pub mod file;
 
 use burn::module::{Module, Param};
@@ -187,9 +188,31 @@ impl Block {
         }
     }
 
-    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+    /// `dropout_seed`: `Some` in a training step (dropout active, mask drawn from the seed),
+    /// `None` otherwise. Batch norm uses batch statistics on an autodiff device (as burn's
+    /// does), running statistics elsewhere.
+    fn forward(&self, x: Tensor<4>, dropout_seed: Option<u64>) -> Tensor<4> {
+        if stock_ops() {
+            return self.forward_stock(x, dropout_seed.is_some());
+        }
         let y = apply_conv(&self.conv1, x.clone(), 1);
-        let y = self.dropout.forward(relu(y));
+        let y = match dropout_seed {
+            Some(seed) => fastops::relu_dropout(y, self.dropout.prob, seed),
+            None => fastops::relu_dropout(y, 0.0, 0),
+        };
+        let y = self.batch_norm(apply_conv(&self.conv2, y, 1));
+        let skip = match &self.shortcut {
+            Some(c) => apply_conv(c, x, 0),
+            None => x,
+        };
+        fastops::add_relu_pool(y, skip)
+    }
+
+    /// Burn's own layers (`LEUKO_OPS=stock`), to compare speed and results. Dropout then draws
+    /// from the device's generator.
+    fn forward_stock(&self, x: Tensor<4>, dropout: bool) -> Tensor<4> {
+        let y = relu(apply_conv(&self.conv1, x.clone(), 1));
+        let y = if dropout { self.dropout.forward(y) } else { y };
         let y = self.bn.forward(apply_conv(&self.conv2, y, 1));
         let skip = match &self.shortcut {
             Some(c) => apply_conv(c, x, 0),
@@ -197,6 +220,33 @@ impl Block {
         };
         self.pool.forward(relu(y + skip))
     }
+
+    /// Burn's `BatchNorm::forward` with the fused kernel for the training path; running
+    /// statistics are updated exactly as burn does.
+    fn batch_norm(&self, x: Tensor<4>) -> Tensor<4> {
+        let bn = &self.bn;
+        if !(x.device().is_autodiff() && bn.training.is_enabled()) {
+            return bn.forward(x);
+        }
+        let device = x.device();
+        let (out, mean, var) =
+            fastops::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        let m = bn.momentum;
+        let running_mean = bn.running_mean.value_sync().to_device(&device);
+        let running_var = bn.running_var.value_sync().to_device(&device);
+        let running_mean = running_mean.mul_scalar(1.0 - m).add(mean.mul_scalar(m));
+        let running_var = running_var.mul_scalar(1.0 - m).add(var.mul_scalar(m));
+        bn.running_mean.update(running_mean.detach());
+        bn.running_var.update(running_var.detach());
+        out
+    }
+}
+
+/// `LEUKO_OPS=stock` runs burn's own ReLU, dropout, batch norm and pooling instead of
+/// [`fastops`], to compare speed and results.
+pub fn stock_ops() -> bool {
+    static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *STOCK.get_or_init(|| std::env::var("LEUKO_OPS").is_ok_and(|v| v == "stock"))
 }
 
 fn apply_conv(c: &Conv2d, x: Tensor<4>, padding: usize) -> Tensor<4> {
@@ -243,13 +293,34 @@ impl LeukoNet {
     }
 
     /// `x`: `[batch, 3, height, width]`, RGB in [0, 1]. Returns logits `[batch, classes]`.
+    /// No dropout; batch norm uses batch statistics on an autodiff device (training mode) and
+    /// running statistics elsewhere.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward_with(x, None)
+    }
+
+    /// A training step's forward pass: as [`LeukoNet::forward`], with dropout whose masks are
+    /// drawn from `dropout_seed` (one seed per step makes the step reproducible).
+    pub fn forward_train(&self, x: Tensor<4>, dropout_seed: u64) -> Tensor<2> {
+        self.forward_with(x, Some(dropout_seed))
+    }
+
+    fn forward_with(&self, x: Tensor<4>, dropout_seed: Option<u64>) -> Tensor<2> {
         let mut x = x;
-        for b in &self.blocks {
-            x = b.forward(x);
+        for (i, b) in self.blocks.iter().enumerate() {
+            let seed =
+                dropout_seed.map(|s| mix(s ^ (i as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407)));
+            x = b.forward(x, seed);
         }
         let [n, c, _, _] = x.dims();
         let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
         self.head.forward(pooled)
     }
+}
+
+/// A 64-bit mixer (splitmix64's finaliser), so nearby seeds give unrelated masks.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -332,7 +332,10 @@ pub fn train(
             let labels: Vec<usize> = chunk.iter().map(|&i| train_set.labels[i]).collect();
             let x = images_tensor(data, chunk.len(), w, h, &device);
             let y = labels_tensor(&labels, &device);
-            let logits = model.forward(x);
+            // One dropout seed per optimizer step: a resumed run draws the same masks.
+            let dropout_seed =
+                cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ state.steps_done as u64;
+            let logits = model.forward_train(x, dropout_seed);
             let loss = loss_fn.forward(logits.clone(), y);
             let loss_value = tensor_to_vec(loss.clone())?
                 .first()

@@ -1,0 +1,137 @@
+//! `leuko::model::fastops` against burn's stock layers: forward values and gradients on the
+//! autodiff device, and the dropout mask's statistics and reproducibility.
+
+use burn::tensor::{Device, Tensor, TensorData};
+use leuko::model::fastops::{add_relu_pool, batch_norm_train, is_fast_path, relu_dropout};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random<const D: usize>(dims: [usize; D], seed: u64, device: &Device) -> Tensor<D> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = dims.iter().product();
+    let values: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    Tensor::from_data(TensorData::new(values, dims), device)
+}
+
+fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+    t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+}
+
+fn assert_close(got: &[f32], want: &[f32], what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0f32, f32::max);
+    assert!(worst <= 1e-4 * scale, "{what}: max abs diff {worst}");
+}
+
+#[test]
+fn fused_path_is_taken_on_flex() {
+    assert!(is_fast_path(&Device::flex()));
+    assert!(is_fast_path(&Device::flex().autodiff()));
+}
+
+#[test]
+fn relu_without_dropout_matches_stock_relu_and_its_gradient() {
+    let device = Device::flex().autodiff();
+    let x = random([2, 3, 5, 7], 1, &device).require_grad();
+    let w = random([2, 3, 5, 7], 2, &device);
+    let got = relu_dropout(x.clone(), 0.0, 9);
+    let g1 = (got.clone() * w.clone()).sum().backward();
+    let gx = values(x.grad(&g1).unwrap());
+
+    let x2 = Tensor::from_data(x.to_data(), &device).require_grad();
+    let want = burn::tensor::activation::relu(x2.clone());
+    let g2 = (want.clone() * w).sum().backward();
+    assert_close(&values(got), &values(want), "relu forward");
+    assert_close(&gx, &values(x2.grad(&g2).unwrap()), "relu gradient");
+}
+
+#[test]
+fn dropout_keeps_the_right_share_scaled_and_is_reproducible() {
+    let device = Device::flex().autodiff();
+    // All positive, so ReLU passes everything and only dropout zeroes.
+    let x = (random([4, 8, 32, 32], 3, &device).abs() + 0.5).require_grad();
+    let p = 0.2;
+    let y = relu_dropout(x.clone(), p, 77);
+    let (xs, ys) = (values(x.clone()), values(y.clone()));
+    let kept = ys.iter().filter(|v| **v != 0.0).count() as f64 / ys.len() as f64;
+    assert!((kept - 0.8).abs() < 0.01, "kept share {kept}");
+    for (a, b) in xs.iter().zip(&ys) {
+        assert!(*b == 0.0 || (b - a / 0.8).abs() < 1e-5);
+    }
+    // Same seed, same mask; another seed, another mask.
+    assert_eq!(values(relu_dropout(x.clone(), p, 77)), ys);
+    assert_ne!(values(relu_dropout(x.clone(), p, 78)), ys);
+    // Gradient: 1/(1-p) where kept, 0 where dropped.
+    let g = y.sum().backward();
+    let gx = values(x.grad(&g).unwrap());
+    for (gv, yv) in gx.iter().zip(&ys) {
+        let want = if *yv != 0.0 { 1.0 / 0.8 } else { 0.0 };
+        assert!((gv - want).abs() < 1e-5);
+    }
+}
+
+#[test]
+fn add_relu_pool_matches_stock_layers_and_gradients() {
+    for dims in [[2, 3, 8, 6], [1, 2, 7, 5], [3, 4, 16, 16]] {
+        let device = Device::flex().autodiff();
+        let y = random(dims, 4, &device).require_grad();
+        let s = random(dims, 5, &device).require_grad();
+        let out = add_relu_pool(y.clone(), s.clone());
+        let wd = out.dims();
+        let w = random(wd, 6, &device);
+        let g = (out.clone() * w.clone()).sum().backward();
+        let (gy, gs) = (values(y.grad(&g).unwrap()), values(s.grad(&g).unwrap()));
+
+        let y2 = Tensor::from_data(y.to_data(), &device).require_grad();
+        let s2 = Tensor::from_data(s.to_data(), &device).require_grad();
+        let want = burn::nn::pool::MaxPool2dConfig::new([2, 2])
+            .with_strides([2, 2])
+            .init()
+            .forward(burn::tensor::activation::relu(y2.clone() + s2.clone()));
+        assert_eq!(want.dims(), wd);
+        let g2 = (want.clone() * w).sum().backward();
+        assert_close(&values(out), &values(want), "pool forward");
+        assert_close(&gy, &values(y2.grad(&g2).unwrap()), "pool gradient (y)");
+        assert_close(&gs, &values(s2.grad(&g2).unwrap()), "pool gradient (skip)");
+    }
+}
+
+#[test]
+fn batch_norm_matches_stock_batch_norm_train_and_gradients() {
+    let device = Device::flex().autodiff();
+    let x = (random([4, 3, 6, 5], 7, &device) * 3.0 + 1.0).require_grad();
+    let gamma = (random([3], 8, &device) + 1.5).require_grad();
+    let beta = random([3], 9, &device).require_grad();
+    let (out, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
+    let w = random([4, 3, 6, 5], 10, &device);
+    let g = (out.clone() * w.clone()).sum().backward();
+
+    let x2 = Tensor::from_data(x.to_data(), &device).require_grad();
+    let g2t = Tensor::from_data(gamma.to_data(), &device).require_grad();
+    let b2 = Tensor::from_data(beta.to_data(), &device).require_grad();
+    let r = burn::tensor::module::batch_norm_train(x2.clone(), g2t.clone(), b2.clone(), 1e-3);
+    let g2 = (r.output.clone() * w).sum().backward();
+    assert_close(&values(out), &values(r.output), "bn forward");
+    assert_close(&values(mean), &values(r.mean), "bn mean");
+    assert_close(&values(var), &values(r.variance), "bn variance");
+    assert_close(
+        &values(x.grad(&g).unwrap()),
+        &values(x2.grad(&g2).unwrap()),
+        "bn gradient (x)",
+    );
+    assert_close(
+        &values(gamma.grad(&g).unwrap()),
+        &values(g2t.grad(&g2).unwrap()),
+        "bn gradient (gamma)",
+    );
+    assert_close(
+        &values(beta.grad(&g).unwrap()),
+        &values(b2.grad(&g2).unwrap()),
+        "bn gradient (beta)",
+    );
+}
