@@ -31,8 +31,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use image::ImageEncoder;
+use serde::ser::SerializeMap;
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -216,17 +217,43 @@ async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "no such page or API route")
 }
 
-async fn health(State(state): State<AppState>) -> Json<Value> {
+/// `GET /api/health`.
+#[derive(Debug, Serialize)]
+pub struct Health {
+    pub status: &'static str,
+    /// "embedded default model" or the `--model` path.
+    pub model: String,
+    pub experiment: String,
+    /// The model's classes, in probability order, as the data set spells them.
+    pub classes: Vec<&'static str>,
+    pub review_threshold: f32,
+    pub max_body_bytes: usize,
+    pub max_concurrent: usize,
+}
+
+async fn health(State(state): State<AppState>) -> Json<Health> {
     let c = &state.classifier;
-    Json(json!({
-        "status": "ok",
-        "model": c.origin(),
-        "experiment": c.meta().experiment,
-        "classes": c.classes().iter().map(|k| k.lower()).collect::<Vec<_>>(),
-        "review_threshold": c.rules().min_confidence,
-        "max_body_bytes": state.config.max_body_bytes,
-        "max_concurrent": state.config.max_concurrent,
-    }))
+    Json(Health {
+        status: "ok",
+        model: c.origin().to_string(),
+        experiment: c.meta().experiment.clone(),
+        classes: c.classes().iter().map(|k| k.as_str()).collect(),
+        review_threshold: c.rules().min_confidence,
+        max_body_bytes: state.config.max_body_bytes,
+        max_concurrent: state.config.max_concurrent,
+    })
+}
+
+/// The answer of `POST /api/classify`.
+#[derive(Debug, Serialize)]
+pub struct ClassifyResponse {
+    /// Present (and the status 400 or 500) only when no file could be classified.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub model: String,
+    /// One entry per uploaded file, in upload order.
+    pub files: Vec<FileResult>,
+    pub differential: Differential,
 }
 
 /// One file of a request, as answered.
@@ -236,7 +263,7 @@ pub struct FileResult {
     pub ok: bool,
     pub width: Option<u32>,
     pub height: Option<u32>,
-    pub cells: Vec<Value>,
+    pub cells: Vec<CellJson>,
     pub error: Option<String>,
 }
 
@@ -333,11 +360,12 @@ async fn classify(
             }
         }
     }
-    let body = json!({
-        "model": state.classifier.origin(),
-        "files": results,
-        "differential": differential(&predictions, &classes),
-    });
+    let mut body = ClassifyResponse {
+        error: None,
+        model: state.classifier.origin().to_string(),
+        files: results,
+        differential: differential(&predictions, &classes),
+    };
     if predictions.is_empty() {
         let (status, message) = if internal > 0 {
             (
@@ -352,8 +380,7 @@ async fn classify(
                 "none of the files is a readable image",
             )
         };
-        let mut body = body;
-        body["error"] = Value::String(message.to_string());
+        body.error = Some(message.to_string());
         return (status, Json(body)).into_response();
     }
     (StatusCode::OK, Json(body)).into_response()
@@ -450,26 +477,60 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
     }
 }
 
-/// One cell as JSON: the columns of `leuko predict` (box, class, confidence,
-/// one probability per class, review) plus the reasons and the crop.
-pub fn cell_json(c: &CellPrediction, classes: &[ClassLabel]) -> Value {
-    let mut probabilities = Map::new();
-    for (k, p) in classes.iter().zip(&c.probabilities) {
-        probabilities.insert(k.lower().to_string(), json!(p));
+/// One cell as answered: the columns of `leuko predict` (box, class spelled
+/// as the data set does, confidence, one probability per class keyed by its
+/// lower-case name as in the `p_<class>` columns, review) plus the reasons
+/// and the crop.
+#[derive(Debug, Serialize)]
+pub struct CellJson {
+    pub cell: usize,
+    pub x_min: u32,
+    pub y_min: u32,
+    pub x_max: u32,
+    pub y_max: u32,
+    pub class: &'static str,
+    pub confidence: f32,
+    pub probabilities: Probabilities,
+    pub review: bool,
+    pub review_reasons: Vec<&'static str>,
+    /// The 128x128 network input as a base64 PNG (null if it could not be encoded).
+    pub crop_png_base64: Option<String>,
+}
+
+/// Class probabilities as a JSON object in the model's class order.
+#[derive(Debug)]
+pub struct Probabilities(pub Vec<(&'static str, f32)>);
+
+impl Serialize for Probabilities {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, p) in &self.0 {
+            m.serialize_entry(k, p)?;
+        }
+        m.end()
     }
-    json!({
-        "cell": c.cell,
-        "x_min": c.bbox.x_min,
-        "y_min": c.bbox.y_min,
-        "x_max": c.bbox.x_max,
-        "y_max": c.bbox.y_max,
-        "class": c.class.lower(),
-        "confidence": c.confidence,
-        "probabilities": probabilities,
-        "review": c.review,
-        "review_reasons": c.review_reasons.iter().map(|r| r.as_str()).collect::<Vec<_>>(),
-        "crop_png_base64": png_base64(&c.crop),
-    })
+}
+
+pub fn cell_json(c: &CellPrediction, classes: &[ClassLabel]) -> CellJson {
+    CellJson {
+        cell: c.cell,
+        x_min: c.bbox.x_min,
+        y_min: c.bbox.y_min,
+        x_max: c.bbox.x_max,
+        y_max: c.bbox.y_max,
+        class: c.class.as_str(),
+        confidence: c.confidence,
+        probabilities: Probabilities(
+            classes
+                .iter()
+                .map(|k| k.lower())
+                .zip(c.probabilities.iter().copied())
+                .collect(),
+        ),
+        review: c.review,
+        review_reasons: c.review_reasons.iter().map(|r| r.as_str()).collect(),
+        crop_png_base64: png_base64(&c.crop),
+    }
 }
 
 fn png_base64(img: &image::RgbImage) -> Option<String> {
@@ -485,30 +546,53 @@ fn png_base64(img: &image::RgbImage) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(png))
 }
 
+/// The differential count of a batch.
+#[derive(Debug, Serialize)]
+pub struct Differential {
+    /// Photos classified (unreadable files are not counted).
+    pub photos: usize,
+    /// Leukocytes found in them.
+    pub cells: usize,
+    /// Of those, flagged for review (still counted under their predicted type).
+    pub flagged_for_review: usize,
+    pub counts: Vec<DifferentialRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct DifferentialRow {
+    pub class: &'static str,
+    pub count: usize,
+    /// Share of all cells found, 0-100.
+    pub percent: f64,
+}
+
 /// The differential count of a batch: cells per class in clinical order
 /// (neutrophil, lymphocyte, monocyte, eosinophil, basophil; classes the model
 /// does not know are left out), with percentages of all cells found.
-pub fn differential(predictions: &[PhotoPrediction], classes: &[ClassLabel]) -> Value {
+pub fn differential(predictions: &[PhotoPrediction], classes: &[ClassLabel]) -> Differential {
     let cells: Vec<&CellPrediction> = predictions.iter().flat_map(|p| &p.cells).collect();
     let total = cells.len();
-    let flagged = cells.iter().filter(|c| c.review).count();
-    let rows: Vec<Value> = ClassLabel::CLINICAL_ORDER
+    let counts = ClassLabel::CLINICAL_ORDER
         .iter()
         .filter(|k| classes.contains(k))
         .map(|k| {
-            let n = cells.iter().filter(|c| c.class == *k).count();
+            let count = cells.iter().filter(|c| c.class == *k).count();
             let percent = if total == 0 {
                 0.0
             } else {
-                100.0 * n as f64 / total as f64
+                100.0 * count as f64 / total as f64
             };
-            json!({ "class": k.lower(), "count": n, "percent": percent })
+            DifferentialRow {
+                class: k.as_str(),
+                count,
+                percent,
+            }
         })
         .collect();
-    json!({
-        "photos": predictions.len(),
-        "cells": total,
-        "flagged_for_review": flagged,
-        "counts": rows,
-    })
+    Differential {
+        photos: predictions.len(),
+        cells: total,
+        flagged_for_review: cells.iter().filter(|c| c.review).count(),
+        counts,
+    }
 }

@@ -39,7 +39,7 @@ async function loadHealth() {
   try {
     const r = await fetch("/api/health");
     const h = await r.json();
-    state.classes = h.classes || [];
+    state.classes = (h.classes || []).map((k) => k.toLowerCase());
     if (h.max_body_bytes) state.maxBody = h.max_body_bytes;
     const info = $("model-info");
     info.textContent = "";
@@ -229,7 +229,11 @@ async function classifyFile(file, slot) {
       result = { file: file.name, ok: false, error: "could not reach the server: " + e.message };
     }
   }
-  if (result.ok) state.photos.push(result); else state.failed += 1;
+  if (result.ok) {
+    // The API spells classes as the data set does (NEUTROPHIL); the page uses lower case.
+    for (const c of result.cells) c["class"] = String(c["class"]).toLowerCase();
+    state.photos.push(result);
+  } else state.failed += 1;
   renderResult(slot, file, result);
   state.done += 1;
   renderDifferential();
