@@ -22,6 +22,9 @@ use std::time::Instant;
 /// that prediction works with no `--model`.
 pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../models/default.leuko");
 
+/// The split the default model was trained on (its test part gives the README's figures).
+pub static EMBEDDED_SPLIT: &str = include_str!("../models/default.split.json");
+
 /// Confidence threshold used when a model file records none.
 pub const DEFAULT_REVIEW_THRESHOLD: f32 = 0.7;
 

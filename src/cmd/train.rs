@@ -124,9 +124,10 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
 pub struct EvaluateArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Model file written by `leuko train` (model.leuko).
+    /// Model file written by `leuko train` (model.leuko); default: the embedded model, on the
+    /// split it was trained on.
     #[arg(long, value_name = "FILE")]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// Split whose test part is used (default: split.json beside the model, else the seed-42 grouped split).
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
@@ -136,17 +137,50 @@ pub struct EvaluateArgs {
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
-    let (model, meta) = leuko::model::file::load_model(&a.model, &burn::tensor::Device::flex())?;
+    let device = burn::tensor::Device::flex();
+    let (model, meta, model_name) = match &a.model {
+        Some(p) => {
+            let (m, meta) = leuko::model::file::load_model(p, &device)?;
+            (m, meta, p.display().to_string())
+        }
+        None => {
+            let (m, meta) = leuko::model::file::model_from_bytes(
+                leuko::predict::EMBEDDED_MODEL,
+                "embedded default model",
+                &device,
+            )?;
+            (m, meta, "the embedded default model".to_string())
+        }
+    };
     let dir = DataDir::resolve(a.data.data.as_deref())?;
     let classes = ClassSet::new(meta.classes.clone())?;
     let ds = Dataset::load(&dir, &classes)?;
-    let beside = a
-        .model
-        .parent()
-        .map(|p| p.join("split.json"))
-        .filter(|p| p.exists());
-    let split_path = a.split.clone().or(beside);
-    let split = choose_split(&dir, &ds, split_path.as_deref(), None, 42, true)?;
+    let (split, split_name) = match (&a.model, &a.split) {
+        (None, None) => (
+            leuko::split::Split::parse(
+                leuko::predict::EMBEDDED_SPLIT,
+                Path::new("embedded split (models/default.split.json)"),
+                &ds,
+            )?,
+            "its recorded split (models/default.split.json)".to_string(),
+        ),
+        (model, explicit) => {
+            let beside = model
+                .as_ref()
+                .and_then(|m| m.parent())
+                .map(|p| p.join("split.json"))
+                .filter(|p| p.exists());
+            let split_path = explicit.clone().or(beside);
+            let name = split_path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "the seed-42 grouped split".into());
+            (
+                choose_split(&dir, &ds, split_path.as_deref(), None, 42, true)?,
+                name,
+            )
+        }
+    };
     if split.classes.labels() != meta.classes.as_slice() {
         anyhow::bail!(
             "the split's classes {:?} differ from the model's {:?}",
@@ -162,13 +196,10 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Format::Table => {
             println!(
                 "model {} ({}, epoch {}) on the test part of {} ({} photos)\n",
-                a.model.display(),
+                model_name,
                 meta.experiment,
                 meta.epoch,
-                split_path
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_else(|| "the seed-42 grouped split".into()),
+                split_name,
                 set.len()
             );
             print!("{}", m.to_table());

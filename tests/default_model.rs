@@ -1,0 +1,57 @@
+//! The embedded default model reproduces, on its recorded split, the test figures the README
+//! states for it.
+
+use leuko::data::{ClassSet, DataDir, Dataset};
+use leuko::metrics::Metrics;
+use leuko::model::file::model_from_bytes;
+use leuko::predict::{Classifier, EMBEDDED_MODEL, EMBEDDED_SPLIT};
+use leuko::split::Split;
+use std::path::Path;
+
+/// The README line stating the default model's test figures, e.g.
+/// `Default model on its test split: accuracy 0.802, kappa 0.671, macro F1 0.758 (86 photos).`
+fn readme_figures() -> String {
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    readme
+        .lines()
+        .find(|l| l.starts_with("Default model on its test split:"))
+        .expect("README states the default model's test figures")
+        .to_string()
+}
+
+#[test]
+fn embedded_model_reproduces_the_readme_figures_on_its_split() {
+    let device = burn::tensor::Device::flex();
+    let (model, meta) = model_from_bytes(EMBEDDED_MODEL, "embedded", &device).unwrap();
+    let dir = DataDir::open(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/bccd"
+    )))
+    .unwrap();
+    let ds = Dataset::load(&dir, &ClassSet::new(meta.classes.clone()).unwrap()).unwrap();
+    let split = Split::parse(EMBEDDED_SPLIT, Path::new("models/default.split.json"), &ds).unwrap();
+    assert_eq!(
+        split.seed, meta.seed,
+        "the split is the one the model was trained on"
+    );
+    let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+    let (_, preds, _) = leuko::train::evaluate_set(&model, &test, 64).unwrap();
+    let m = Metrics::compute(&meta.classes, &test.labels, &preds);
+    let line = format!(
+        "Default model on its test split: accuracy {:.3}, kappa {:.3}, macro F1 {:.3} ({} photos).",
+        m.accuracy, m.kappa, m.macro_f1, m.n
+    );
+    assert_eq!(readme_figures(), line);
+}
+
+#[test]
+fn embedded_model_loads_for_prediction_with_a_review_threshold() {
+    let c = Classifier::embedded().unwrap();
+    assert_eq!(c.meta().experiment, "final");
+    assert!(
+        c.meta().review_threshold.is_some(),
+        "threshold chosen on validation data"
+    );
+    assert!(EMBEDDED_MODEL.len() <= 1 << 20, "model file ≤ 1 MB");
+}
