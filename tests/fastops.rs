@@ -2,7 +2,9 @@
 //! autodiff device, and the dropout mask's statistics and reproducibility.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use leuko::model::fastops::{add_relu_pool, batch_norm_train, is_fast_path, relu_dropout};
+use leuko::model::fastops::{
+    add_relu_pool, batch_norm_eval, batch_norm_train, is_fast_path, relu_dropout,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -134,4 +136,24 @@ fn batch_norm_matches_stock_batch_norm_train_and_gradients() {
         &values(b2.grad(&g2).unwrap()),
         "bn gradient (beta)",
     );
+}
+
+#[test]
+fn inference_batch_norm_matches_stock_batch_norm() {
+    let device = Device::flex();
+    let x = random([3, 4, 5, 6], 11, &device);
+    let gamma = random([4], 12, &device) + 1.5;
+    let beta = random([4], 13, &device);
+    let mean = random([4], 14, &device);
+    let var = random([4], 15, &device).abs() + 0.5;
+    let got = batch_norm_eval(
+        x.clone(),
+        gamma.clone(),
+        beta.clone(),
+        mean.clone(),
+        var.clone(),
+        1e-3,
+    );
+    let want = burn::tensor::module::batch_norm(x, gamma, beta, mean, var, 1e-3);
+    assert_close(&values(got), &values(want), "bn inference");
 }

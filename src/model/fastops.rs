@@ -116,6 +116,28 @@ pub fn batch_norm_train(
     (out, mean, var)
 }
 
+/// Batch norm of `x` (`[N, C, H, W]`) with given statistics (inference).
+pub fn batch_norm_eval(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    mean: Tensor<1>,
+    var: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<4> {
+    if !(fast(&x) && fast(&gamma) && fast(&beta) && fast(&mean) && fast(&var)) {
+        return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
+    }
+    Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_eval(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        mean.into_dispatch(),
+        var.into_dispatch(),
+        epsilon,
+    ))
+}
+
 /// The backend extension through which the functions above reach the kernels; implemented
 /// for `Flex` and `Autodiff<Flex, C>` (the generated `Dispatch` implementation panics on other
 /// backends, which is why callers check [`is_fast_path`] first).
@@ -129,6 +151,15 @@ pub trait FastOpsBackend: Backend {
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    /// Batch norm with given statistics (inference): one pass instead of four broadcasts.
+    fn fast_bn_eval(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        var: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
 }
@@ -168,9 +199,45 @@ impl FastOpsBackend for Flex {
         )
         .0
     }
+
+    fn fast_bn_eval(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        mean: FlexTensor,
+        var: FlexTensor,
+        epsilon: f64,
+    ) -> FlexTensor {
+        let x = contiguous(x);
+        let (gamma, beta, mean, var) = (
+            contiguous(gamma),
+            contiguous(beta),
+            contiguous(mean),
+            contiguous(var),
+        );
+        let inv_std: Vec<f32> = f32s(&var)
+            .iter()
+            .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
+            .collect();
+        normalise(&x, f32s(&gamma), f32s(&beta), f32s(&mean), &inv_std)
+    }
 }
 
 impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
+    fn fast_bn_eval(
+        x: AdTensor<C>,
+        gamma: AdTensor<C>,
+        beta: AdTensor<C>,
+        mean: AdTensor<C>,
+        var: AdTensor<C>,
+        epsilon: f64,
+    ) -> AdTensor<C> {
+        // Differentiable through burn's own composition (only inference calls this path).
+        <Autodiff<Flex, C> as burn::backend::ops::ModuleOps<Autodiff<Flex, C>>>::batch_norm(
+            x, gamma, beta, mean, var, epsilon,
+        )
+    }
+
     fn fast_relu_dropout(x: AdTensor<C>, p: f64, seed: u64) -> AdTensor<C> {
         match ReluDropoutStep
             .prepare::<C>([x.node()])
@@ -522,15 +589,21 @@ fn bn_fwd(
     epsilon: f64,
 ) -> (FlexTensor, Vec<f32>, Vec<f32>) {
     let d = dims4(x);
-    let [_, c, h, w] = d;
-    let xs = f32s(x);
-    let (mean, var) = batch_stats(xs, &d);
+    let (mean, var) = batch_stats(f32s(x), &d);
     let inv_std: Vec<f32> = var
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
-    let (gs, bs) = (f32s(gamma), f32s(beta));
-    let hw = h * w;
+    let out = normalise(x, f32s(gamma), f32s(beta), &mean, &inv_std);
+    (out, mean, inv_std)
+}
+
+/// `(x - mean) * inv_std * gamma + beta` per channel of an `NCHW` tensor.
+fn normalise(x: &FlexTensor, gs: &[f32], bs: &[f32], mean: &[f32], inv_std: &[f32]) -> FlexTensor {
+    let d = dims4(x);
+    let [_, c, h, w] = d;
+    let xs = f32s(x);
+    let hw = (h * w).max(1);
     let mut out = vec![0f32; xs.len()];
     out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
         let ch = plane % c;
@@ -541,7 +614,7 @@ fn bn_fwd(
             *v = s * k + b;
         }
     });
-    (from_vec(out, d.to_vec()), mean, inv_std)
+    from_vec(out, d.to_vec())
 }
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
