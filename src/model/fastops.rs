@@ -105,8 +105,8 @@ pub fn batch_norm_train(
     let stats = Tensor::<1>::from_dispatch(<Dispatch as FastOpsBackend>::fast_batch_stats(
         x.clone().detach().into_dispatch(),
     ));
-    let mean = stats.clone().slice([0..c]);
-    let var = stats.slice([c..2 * c]);
+    let mean = stats.clone().narrow(0, 0, c);
+    let var = stats.narrow(0, c, c);
     let out = Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
