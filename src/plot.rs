@@ -64,7 +64,14 @@ pub fn bar_chart(
             .configure_mesh()
             .disable_x_mesh()
             .y_desc(y_label)
-            .y_label_formatter(&|v| format!("{v:.0}"))
+            // Counts read as integers; scores in [0, 1] (kappa, accuracy) need decimals.
+            .y_label_formatter(&|v| {
+                if y_max <= 2.0 {
+                    format!("{v:.2}")
+                } else {
+                    format!("{v:.0}")
+                }
+            })
             .x_labels(n)
             .x_label_formatter(&|v| match v {
                 SegmentValue::CenterOf(i) => labels.get(*i).cloned().unwrap_or_default(),
