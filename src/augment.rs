@@ -27,6 +27,12 @@ pub struct AugmentConfig {
     /// Maximum relative contrast change (factor drawn from [1 - c, 1 + c]).
     #[serde(default)]
     pub contrast: f32,
+    /// Maximum relative change of each colour channel's gain, drawn per channel
+    /// from [1 - c, 1 + c]: the shifts in stain and white balance between
+    /// smears and microscopes. 0 (default) draws nothing, so configs without
+    /// it keep their random stream.
+    #[serde(default)]
+    pub colour: f32,
 }
 
 fn yes() -> bool {
@@ -40,6 +46,7 @@ impl AugmentConfig {
             ("shear", self.shear, 0.0, 1.0),
             ("brightness", self.brightness, 0.0, 1.0),
             ("contrast", self.contrast, 0.0, 1.0),
+            ("colour", self.colour, 0.0, 1.0),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {
@@ -96,6 +103,11 @@ pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, ou
     } else {
         1.0
     };
+    let gains = if cfg.colour > 0.0 {
+        [0; 3].map(|_| rng.random_range(1.0 - cfg.colour..=1.0 + cfg.colour))
+    } else {
+        [1.0; 3]
+    };
 
     // Forward map M = rotation · shear · flip about the centre; sample through M⁻¹.
     let (c, s) = (theta.cos(), theta.sin());
@@ -135,11 +147,11 @@ pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, ou
             }
         }
     }
-    for ch in 0..3 {
+    for (ch, gain) in gains.into_iter().enumerate() {
         let px = &mut out[ch * plane..(ch + 1) * plane];
         let mean = px.iter().sum::<f32>() / plane as f32;
         for v in px.iter_mut() {
-            *v = ((*v + delta - mean) * factor + mean).clamp(0.0, 1.0);
+            *v = (((*v + delta - mean) * factor + mean) * gain).clamp(0.0, 1.0);
         }
     }
 }
@@ -224,6 +236,7 @@ mod tests {
             shear: 0.0,
             brightness: 0.0,
             contrast: 0.0,
+            colour: 0.0,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut a = vec![0f32; 3 * 48];
@@ -245,6 +258,7 @@ mod tests {
             shear: 0.15,
             brightness: 0.15,
             contrast: 0.2,
+            colour: 0.1,
         };
         let run = |seed| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -256,6 +270,33 @@ mod tests {
         assert!(a.iter().all(|v| (0.0..=1.0).contains(v)));
         assert_eq!(a, run(3));
         assert_ne!(a, run(4));
+    }
+
+    #[test]
+    fn colour_gain_changes_channels_independently() {
+        let img = RgbImage::from_pixel(8, 6, image::Rgb([128, 128, 128]));
+        let cfg = AugmentConfig {
+            flip_horizontal: false,
+            flip_vertical: false,
+            rotation_deg: 0.0,
+            shear: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            colour: 0.2,
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let mut out = vec![0f32; 3 * 48];
+        augment_into(&img, &cfg, &mut rng, &mut out);
+        let means: Vec<f32> = out.chunks(48).map(|c| c[0]).collect();
+        for (ch, m) in means.iter().enumerate() {
+            // Each channel is a uniform plane scaled by a gain in [0.8, 1.2].
+            assert!(out[ch * 48..(ch + 1) * 48].iter().all(|v| v == m));
+            assert!(
+                (0.8 * 128.0 / 255.0..=1.2 * 128.0 / 255.0).contains(m),
+                "{m}"
+            );
+        }
+        assert!(means[0] != means[1] || means[1] != means[2]);
     }
 
     #[test]

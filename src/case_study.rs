@@ -32,7 +32,7 @@ pub const STAGES: [(&str, &str); 4] = [
 ];
 
 /// One stage trained on one split.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct StageResult {
     pub stage: String,
     pub experiment: String,
@@ -57,14 +57,39 @@ pub fn stage_configs() -> Result<Vec<(String, ExperimentConfig)>> {
         .collect()
 }
 
-/// Trains every stage on every split; `results[split][stage]`.
+/// The experiment names of the stages, in order.
+pub fn stage_names() -> Vec<String> {
+    STAGES
+        .iter()
+        .filter_map(|(_, text)| ExperimentConfig::parse(text).ok().map(|c| c.name))
+        .collect()
+}
+
+/// Trains the chosen stages (by experiment name; empty = all four) on every
+/// split with one seed; `results[split][stage]`.
 pub fn run(
     dataset: &Dataset,
     splits: &[Split],
+    only: &[String],
+    seed: u64,
     out: &Path,
     quiet: bool,
 ) -> Result<Vec<Vec<StageResult>>> {
-    let stages = stage_configs()?;
+    let known = stage_names();
+    if let Some(bad) = only.iter().find(|n| !known.contains(n)) {
+        return Err(LeukoError::Config(format!(
+            "unknown stage '{bad}'; the stages are {}",
+            known.join(", ")
+        )));
+    }
+    let stages: Vec<(String, ExperimentConfig)> = stage_configs()?
+        .into_iter()
+        .filter(|(_, c)| only.is_empty() || only.contains(&c.name))
+        .map(|(label, mut c)| {
+            c.seed = seed;
+            (label, c)
+        })
+        .collect();
     let mut all = Vec::new();
     for (k, split) in splits.iter().enumerate() {
         let mut row = Vec::new();
@@ -136,6 +161,11 @@ pub fn markdown(results: &[Vec<StageResult>], title: &str) -> String {
         }
     };
     let base: Vec<f64> = results.iter().map(|r| r[0].kappa).collect();
+    // The change column needs the baseline among the stages run.
+    let has_baseline = results
+        .first()
+        .and_then(|r| r.first())
+        .is_some_and(|r| r.experiment == "baseline");
     for i in 0..n_stages {
         let col =
             |f: fn(&StageResult) -> f64| results.iter().map(|r| f(&r[i])).collect::<Vec<f64>>();
@@ -147,7 +177,7 @@ pub fn markdown(results: &[Vec<StageResult>], title: &str) -> String {
         };
         let kappa = col(|r| r.kappa);
         let change: Vec<f64> = kappa.iter().zip(&base).map(|(k, b)| k - b).collect();
-        let change = if i == 0 {
+        let change = if i == 0 || !has_baseline {
             "—".to_string()
         } else {
             format!("{:+.3}", mean_sd(&change).0)
@@ -165,7 +195,60 @@ pub fn markdown(results: &[Vec<StageResult>], title: &str) -> String {
             change
         );
     }
+    if results.len() > 1 {
+        let _ = writeln!(s, "\nPer fold (test part of each):\n");
+        let _ = writeln!(
+            s,
+            "| fold | stage | epochs run (best) | training time | test kappa | test accuracy | macro F1 |"
+        );
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for (k, row) in results.iter().enumerate() {
+            for r in row {
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} ({}) | {:.0} s | {:.3} | {:.3} | {:.3} |",
+                    k + 1,
+                    r.experiment,
+                    r.epochs_run,
+                    r.best_epoch,
+                    r.train_seconds,
+                    r.kappa,
+                    r.accuracy,
+                    r.macro_f1
+                );
+            }
+        }
+    }
     s
+}
+
+/// Reads the results a previous run wrote to `out/case-study.json`, and the
+/// title of its `case-study.md`, so that the report can be written again.
+pub fn read_results(out: &Path) -> Result<(Vec<Vec<StageResult>>, String)> {
+    let path = out.join("case-study.json");
+    let bytes = std::fs::read(&path).map_err(|e| LeukoError::io(&path, e))?;
+    let results: Vec<Vec<StageResult>> = serde_json::from_slice(&bytes)
+        .map_err(|e| LeukoError::Invalid(format!("{}: {e}", path.display())))?;
+    if results.is_empty()
+        || results
+            .iter()
+            .any(|r| r.len() != results[0].len() || r.is_empty())
+    {
+        return Err(LeukoError::Invalid(format!(
+            "{}: expected one non-empty row of stages per split, all of the same length",
+            path.display()
+        )));
+    }
+    let title = std::fs::read_to_string(out.join("case-study.md"))
+        .ok()
+        .and_then(|md| {
+            md.lines()
+                .next()
+                .and_then(|l| l.strip_prefix("# "))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "Case study".to_string());
+    Ok((results, title))
 }
 
 /// Writes `case-study.md`, `case-study.json` and `case-study.png` (test kappa per stage).
@@ -219,8 +302,41 @@ mod tests {
             accuracy: 0.5,
             macro_f1: 0.5,
         };
-        let md = markdown(&[vec![r(0.1), r(0.5)], vec![r(0.3), r(0.7)]], "t");
+        let base = |k| StageResult {
+            experiment: "baseline".into(),
+            ..r(k)
+        };
+        let md = markdown(&[vec![base(0.1), r(0.5)], vec![base(0.3), r(0.7)]], "t");
         assert!(md.contains("0.200 ± 0.141"), "{md}");
         assert!(md.contains("+0.400"), "{md}");
+        // Without the baseline there is nothing to compare with.
+        let md = markdown(&[vec![r(0.5)], vec![r(0.7)]], "t");
+        assert!(md.contains("0.600 ± 0.141") && !md.contains('+'), "{md}");
+        assert!(md.contains("| 2 | x | 2 (1) | 3 s | 0.700 | 0.500 | 0.500 |"), "{md}");
+    }
+
+    #[test]
+    fn report_is_written_again_from_its_json() {
+        let dir = std::env::temp_dir().join(format!("leuko-cs-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = StageResult {
+            stage: "d final".into(),
+            experiment: "final".into(),
+            parameters: 122180,
+            epochs_run: 60,
+            best_epoch: 50,
+            train_seconds: 500.0,
+            kappa: 0.63,
+            accuracy: 0.767,
+            macro_f1: 0.775,
+        };
+        write_report(&dir, &[vec![r]], "Case study on a split").unwrap();
+        let (results, title) = read_results(&dir).unwrap();
+        assert_eq!(title, "Case study on a split");
+        assert_eq!(results[0][0].kappa, 0.63);
+        std::fs::write(dir.join("case-study.json"), b"[[]]").unwrap();
+        let err = read_results(&dir).unwrap_err().to_string();
+        assert!(err.contains("case-study.json"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

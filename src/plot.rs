@@ -97,7 +97,11 @@ pub fn bar_chart(
         chart
             .draw_series(values.iter().enumerate().map(|(i, &v)| {
                 Text::new(
-                    format!("{v}"),
+                    if y_max <= 2.0 {
+                        format!("{v:.3}")
+                    } else {
+                        format!("{v:.0}")
+                    },
                     (SegmentValue::CenterOf(i), v + y_max * 0.01),
                     ("sans-serif", 16)
                         .into_font()

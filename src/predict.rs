@@ -10,7 +10,7 @@ use crate::error::{LeukoError, Result};
 use crate::isolate::{CropConfig, IsolationConfig, LeukocyteBox};
 use crate::model::file::{model_from_bytes, ModelMeta};
 use crate::model::LeukoNet;
-use crate::train::config::InputConfig;
+use crate::train::Views;
 use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
@@ -139,6 +139,7 @@ pub struct Classifier {
     isolation: IsolationConfig,
     crop: CropConfig,
     rules: ReviewRules,
+    views: Views,
     /// Where the model came from, for messages ("embedded default model" or a path).
     origin: String,
 }
@@ -165,23 +166,21 @@ impl Classifier {
 
     pub fn from_bytes(bytes: &[u8], origin: &str) -> Result<Classifier> {
         let (model, meta) = model_from_bytes(bytes, origin, &Device::flex())?;
-        let size = match meta.input {
-            InputConfig::Crop { size } => size,
-            InputConfig::Whole { .. } => {
-                return Err(LeukoError::Invalid(format!(
-                    "{origin}: this model classifies whole photos (experiment '{}'), not isolated \
-                     cells; prediction needs a model trained on crops (e.g. experiments/final.toml)",
-                    meta.experiment
-                )))
-            }
+        let Some(crop) = meta.input.crop_config() else {
+            return Err(LeukoError::Invalid(format!(
+                "{origin}: this model classifies whole photos (experiment '{}'), not isolated \
+                 cells; prediction needs a model trained on crops (e.g. experiments/final.toml)",
+                meta.experiment
+            )));
         };
         let rules = ReviewRules::for_model(&meta);
         Ok(Classifier {
             model: model.valid(),
             meta,
             isolation: IsolationConfig::default(),
-            crop: CropConfig::with_size(size),
+            crop,
             rules,
+            views: Views::Single,
             origin: origin.to_string(),
         })
     }
@@ -207,6 +206,12 @@ impl Classifier {
         self.rules = rules;
     }
 
+    /// Single view (default) or test-time augmentation over 8 views. The
+    /// model's review threshold was chosen on single-view confidences.
+    pub fn set_views(&mut self, views: Views) {
+        self.views = views;
+    }
+
     /// Finds, crops and classifies every leukocyte in a photo.
     pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
         self.classify_timed(photo).map(|(p, _)| p)
@@ -225,7 +230,7 @@ impl Classifier {
         let probs = if refs.is_empty() {
             Vec::new()
         } else {
-            crate::train::predict_probs_valid(&self.model, &refs, 32)?
+            crate::train::predict_probs_valid(&self.model, &refs, 32, self.views)?
         };
         let times = StageTimes {
             isolate_ms: (t1 - t0).as_secs_f64() * 1e3,

@@ -10,18 +10,16 @@ use rayon::prelude::*;
 
 /// The network input for one photo, and whether a leukocyte was found in it.
 pub fn network_input(photo: &RgbImage, input: &InputConfig) -> (RgbImage, bool) {
-    match *input {
-        InputConfig::Whole { width, height } => (resize(photo, width, height), true),
-        InputConfig::Crop { size } => {
+    let (w, h) = input.dims();
+    match input.crop_config() {
+        None => (resize(photo, w, h), true),
+        Some(crop) => {
             let cfg = crate::isolate::IsolationConfig::default();
             let boxes = crate::isolate::isolate(photo, &cfg);
             match boxes.first() {
-                Some(b) => (
-                    crate::isolate::crop(photo, b, &crate::isolate::CropConfig::with_size(size)),
-                    true,
-                ),
+                Some(b) => (crate::isolate::crop(photo, b, &crop), true),
                 // Nothing found: the whole photo, as the study's pipeline does.
-                None => (resize(photo, size, size), false),
+                None => (resize(photo, w, h), false),
             }
         }
     }

@@ -36,7 +36,8 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
         "the split is the one the model was trained on"
     );
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
-    let (_, preds, _) = leuko::train::evaluate_set(&model, &test, 64).unwrap();
+    let (_, preds, _) =
+        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single).unwrap();
     let m = Metrics::compute(&meta.classes, &test.labels, &preds);
     let line = format!(
         "Default model on its test split: accuracy {:.3}, kappa {:.3}, macro F1 {:.3} ({} photos).",

@@ -15,7 +15,11 @@ fn meta(net: &NetConfig) -> ModelMeta {
     ModelMeta {
         net: net.clone(),
         classes: ClassLabel::ALL[..4].to_vec(),
-        input: InputConfig::Crop { size: 32 },
+        input: InputConfig::Crop {
+            size: 32,
+            margin: 0.0,
+            keep_aspect: false,
+        },
         experiment: "test".into(),
         seed: 1,
         epoch: 1,
@@ -217,11 +221,12 @@ fn eval_mode_agrees_with_train_mode_after_training() {
         .iter::<f32>()
         .collect();
     let train_mode: Vec<usize> = train_logits.chunks(4).map(argmax).collect();
-    let eval_mode: Vec<usize> = leuko::train::predict_probs(&model, &refs, 8)
-        .unwrap()
-        .iter()
-        .map(|p| argmax(p))
-        .collect();
+    let eval_mode: Vec<usize> =
+        leuko::train::predict_probs(&model, &refs, 8, leuko::train::Views::Single)
+            .unwrap()
+            .iter()
+            .map(|p| argmax(p))
+            .collect();
     let agree = train_mode
         .iter()
         .zip(&eval_mode)
@@ -262,4 +267,45 @@ fn running_statistics_with_momentum_one_reproduce_train_mode() {
         max_diff < 1e-3,
         "max diff {max_diff}\n{train_logits:?}\n{eval_logits:?}"
     );
+}
+
+#[test]
+fn dihedral_views_average_the_eight_flips_and_rotations() {
+    use image::imageops::{flip_horizontal, flip_vertical, rotate90};
+    let device = Device::flex();
+    let net = NetConfig::new(vec![4, 8], 4);
+    let model = net.init(&device);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+    let img = image::RgbImage::from_fn(16, 16, |_, _| image::Rgb(rng.random::<[u8; 3]>()));
+    // The 8 symmetries of the square, as separate single-view inputs.
+    let t = rotate90(&flip_horizontal(&img));
+    let views = [
+        img.clone(),
+        flip_horizontal(&img),
+        flip_vertical(&img),
+        flip_vertical(&flip_horizontal(&img)),
+        t.clone(),
+        flip_horizontal(&t),
+        flip_vertical(&t),
+        flip_vertical(&flip_horizontal(&t)),
+    ];
+    let refs: Vec<&image::RgbImage> = views.iter().collect();
+    let single =
+        leuko::train::predict_probs(&model, &refs, 8, leuko::train::Views::Single).unwrap();
+    let mean: Vec<f32> = (0..4)
+        .map(|k| single.iter().map(|p| p[k]).sum::<f32>() / 8.0)
+        .collect();
+    let tta =
+        leuko::train::predict_probs(&model, &[&img], 8, leuko::train::Views::Dihedral).unwrap();
+    assert_eq!(tta.len(), 1);
+    for (a, b) in tta[0].iter().zip(&mean) {
+        assert!(
+            (a - b).abs() < 1e-5,
+            "dihedral {:?} vs mean of views {mean:?}",
+            tta[0]
+        );
+    }
+    // A random network is not symmetric: the views really differ.
+    assert!(single.iter().any(|p| (p[0] - single[0][0]).abs() > 1e-6));
+    assert!((tta[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
 }

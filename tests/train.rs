@@ -79,7 +79,8 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
         leuko::model::file::load_model(&rd.model(), &burn::tensor::Device::flex()).unwrap();
     assert_eq!(meta.epoch, out.best_epoch);
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
-    let (_, preds, _) = leuko::train::evaluate_set(&model, &test, 64).unwrap();
+    let (_, preds, _) =
+        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single).unwrap();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &test.labels, &preds);
     assert_eq!(m, out.test);
 }
@@ -93,7 +94,11 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
     split.val.truncate(16);
     split.test.truncate(16);
     let mut cfg = ExperimentConfig::parse(SMALL).unwrap();
-    cfg.input = leuko::train::config::InputConfig::Crop { size: 32 };
+    cfg.input = leuko::train::config::InputConfig::Crop {
+        size: 32,
+        margin: 0.0,
+        keep_aspect: false,
+    };
     cfg.train.epochs = 4;
     cfg.train.patience = 10;
 

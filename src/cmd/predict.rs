@@ -51,6 +51,10 @@ pub struct ClassifyArgs {
     /// Worker threads (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// `dihedral`: average each cell's probabilities over its 8 flips and 90°
+    /// rotations (test-time augmentation; the network's part costs 8x).
+    #[arg(long, value_enum, default_value_t)]
+    pub views: leuko::train::Views,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -66,7 +70,8 @@ pub fn classify_inputs(
     keep_crops: bool,
     task: &str,
 ) -> anyhow::Result<(Classifier, Vec<PhotoResult>)> {
-    let classifier = Classifier::from_option(a.model.as_deref())?;
+    let mut classifier = Classifier::from_option(a.model.as_deref())?;
+    classifier.set_views(a.views);
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
         if n == 0 {

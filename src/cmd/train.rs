@@ -131,9 +131,25 @@ pub struct EvaluateArgs {
     /// Split whose test part is used (default: split.json beside the model, else the seed-42 grouped split).
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
+    /// Which part of the split to score: `test` (the report's figures) or `val`
+    /// (for choosing settings without looking at the test part).
+    #[arg(long, value_enum, default_value_t)]
+    pub part: Part,
+    /// `dihedral`: average each cell's probabilities over its 8 flips and
+    /// 90° rotations (test-time augmentation, 8x slower).
+    #[arg(long, value_enum, default_value_t)]
+    pub views: leuko::train::Views,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+/// A part of a split that can be scored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    Val,
+    #[default]
+    Test,
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
@@ -188,19 +204,33 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             meta.classes
         );
     }
-    let set = leuko::tensors::prepare(&dir, &split.test, &classes, &meta.input)?;
-    let (_, preds, _) = leuko::train::evaluate_set(&model, &set, 64)?;
+    let (samples, part_name) = match a.part {
+        Part::Test => (&split.test, "test"),
+        Part::Val => (&split.val, "validation"),
+    };
+    let set = leuko::tensors::prepare(&dir, samples, &classes, &meta.input)?;
+    let (_, preds, _) = leuko::train::evaluate_set(&model, &set, 64, a.views)?;
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
         Format::Table => {
             println!(
-                "model {} ({}, epoch {}) on the test part of {} ({} photos)\n",
+                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {} view{})\n",
                 model_name,
                 meta.experiment,
                 meta.epoch,
+                part_name,
                 split_name,
-                set.len()
+                set.len(),
+                match a.views {
+                    leuko::train::Views::Single => "single",
+                    leuko::train::Views::Dihedral => "8 dihedral",
+                },
+                if a.views == leuko::train::Views::Single {
+                    ""
+                } else {
+                    "s"
+                }
             );
             print!("{}", m.to_table());
         }
@@ -225,12 +255,26 @@ pub struct CaseStudyArgs {
     /// Seed of the split and of every stage.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Run only these stages (comma-separated: baseline, balanced, isolated, final).
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub stages: Vec<String>,
+    /// Train nothing: write case-study.md and case-study.png again from the
+    /// case-study.json an earlier run left in --out.
+    #[arg(long)]
+    pub report_only: bool,
     /// No progress bars or epoch lines.
     #[arg(long)]
     pub quiet: bool,
 }
 
 pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
+    if a.report_only {
+        let (results, title) = leuko::case_study::read_results(&a.out)?;
+        leuko::case_study::write_report(&a.out, &results, &title)?;
+        print!("{}", leuko::case_study::markdown(&results, &title));
+        eprintln!("wrote {}", a.out.join("case-study.md").display());
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = DataDir::resolve(a.data.data.as_deref())?;
     let ds = Dataset::load(&dir, &ClassSet::default_four())?;
     let (splits, title) = match (a.folds, &a.split) {
@@ -250,7 +294,7 @@ pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
             format!("Case study on the grouped split (seed {})", a.seed),
         ),
     };
-    let results = leuko::case_study::run(&ds, &splits, &a.out, a.quiet)?;
+    let results = leuko::case_study::run(&ds, &splits, &a.stages, a.seed, &a.out, a.quiet)?;
     leuko::case_study::write_report(&a.out, &results, &title)?;
     print!("{}", leuko::case_study::markdown(&results, &title));
     eprintln!("wrote {}", a.out.join("case-study.md").display());

@@ -313,7 +313,7 @@ impl Backward<Flex, 2> for ConvNoBias {
 }
 
 /// The flex primitive behind `FloatTensor<Flex>`.
-type FlexTensor = FloatTensor<Flex>;
+pub(super) type FlexTensor = FloatTensor<Flex>;
 
 /// Gradients w.r.t. `x`, `weight` and bias for the output gradient `grad`; `need` says which of
 /// the three the graph asks for, the others come back `None` and cost nothing.
@@ -375,7 +375,7 @@ fn flex_shape(
 }
 
 /// `t` with a dense row-major buffer (a no-op for the usual, already contiguous tensors).
-fn contiguous(t: FlexTensor) -> FlexTensor {
+pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
     if t.as_slice::<f32>().is_some() {
         t
     } else {
@@ -384,13 +384,13 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
 }
 
 /// The elements of a contiguous `f32` tensor, without copying.
-fn f32s(t: &FlexTensor) -> &[f32] {
+pub(super) fn f32s(t: &FlexTensor) -> &[f32] {
     t.as_slice::<f32>()
-        .expect("fastconv: tensor made contiguous f32 before reading")
+        .expect("flex kernels: tensor made contiguous f32 before reading")
 }
 
 /// Wraps a kernel result as a flex tensor without copying it.
-fn from_vec(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
+pub(super) fn from_vec(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
     Flex::float_from_data(TensorData::new(values, dims), &Default::default())
 }
 

@@ -18,7 +18,6 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::ops::FloatTensorOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     backend_extension, Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
@@ -164,7 +163,7 @@ pub trait FastOpsBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-type FlexTensor = FloatTensor<Flex>;
+use super::fastconv::{contiguous, f32s, from_vec, FlexTensor};
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
 impl FastOpsBackend for Flex {
@@ -619,21 +618,4 @@ fn normalise(x: &FlexTensor, gs: &[f32], bs: &[f32], mean: &[f32], inv_std: &[f3
 
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims::<4>()
-}
-
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("fastops: tensor made contiguous f32 before reading")
-}
-
-fn from_vec(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    Flex::float_from_data(TensorData::new(values, dims), &Default::default())
 }

@@ -44,13 +44,13 @@ pub struct NetConfig {
     pub bn_epsilon: f64,
 }
 
-fn default_dropout() -> f64 {
+pub(crate) fn default_dropout() -> f64 {
     0.2
 }
-fn default_bn_momentum() -> f64 {
+pub(crate) fn default_bn_momentum() -> f64 {
     0.1
 }
-fn default_bn_epsilon() -> f64 {
+pub(crate) fn default_bn_epsilon() -> f64 {
     1e-3
 }
 

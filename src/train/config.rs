@@ -13,7 +13,17 @@ pub enum InputConfig {
     /// The whole photo, resized (stretched) to `width` x `height`.
     Whole { width: u32, height: u32 },
     /// The largest isolated leukocyte, cropped and resized to `size` x `size`.
-    Crop { size: u32 },
+    Crop {
+        size: u32,
+        /// Context added around the leukocyte's box on each side, as a share
+        /// of the box's width and height (0 = the box exactly, as the study).
+        #[serde(default)]
+        margin: f64,
+        /// `true`: cut a square around the box so the cell keeps its shape;
+        /// `false`: stretch the box to the square (the study's choice).
+        #[serde(default)]
+        keep_aspect: bool,
+    },
 }
 
 impl InputConfig {
@@ -21,7 +31,24 @@ impl InputConfig {
     pub fn dims(&self) -> (u32, u32) {
         match *self {
             InputConfig::Whole { width, height } => (width, height),
-            InputConfig::Crop { size } => (size, size),
+            InputConfig::Crop { size, .. } => (size, size),
+        }
+    }
+
+    /// How a leukocyte's box becomes the network input; `None` for whole photos.
+    pub fn crop_config(&self) -> Option<crate::isolate::CropConfig> {
+        match *self {
+            InputConfig::Whole { .. } => None,
+            InputConfig::Crop {
+                size,
+                margin,
+                keep_aspect,
+            } => Some(crate::isolate::CropConfig {
+                size_px: size,
+                margin_fraction: margin,
+                keep_aspect,
+                ..crate::isolate::CropConfig::default()
+            }),
         }
     }
 }
@@ -31,23 +58,13 @@ impl InputConfig {
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     pub blocks: Vec<usize>,
-    #[serde(default = "d_dropout")]
+    #[serde(default = "crate::model::default_dropout")]
     pub dropout: f64,
     /// Batch-norm momentum, burn convention (0.1 = Keras 0.9).
-    #[serde(default = "d_momentum")]
+    #[serde(default = "crate::model::default_bn_momentum")]
     pub bn_momentum: f64,
-    #[serde(default = "d_epsilon")]
+    #[serde(default = "crate::model::default_bn_epsilon")]
     pub bn_epsilon: f64,
-}
-
-fn d_dropout() -> f64 {
-    0.2
-}
-fn d_momentum() -> f64 {
-    0.1
-}
-fn d_epsilon() -> f64 {
-    1e-3
 }
 
 /// Optimiser and schedule.
@@ -133,6 +150,11 @@ impl ExperimentConfig {
         if w == 0 || h == 0 {
             return Err(format!("input size must be positive, got {w}x{h}"));
         }
+        if let InputConfig::Crop { margin, .. } = self.input {
+            if !(0.0..=1.0).contains(&margin) {
+                return Err(format!("input.margin must be in [0, 1], got {margin}"));
+            }
+        }
         let min = 1u32 << self.net.blocks.len().min(31);
         if w < min || h < min {
             return Err(format!(
@@ -140,14 +162,7 @@ impl ExperimentConfig {
                 self.net.blocks.len()
             ));
         }
-        let net = crate::model::NetConfig {
-            blocks: self.net.blocks.clone(),
-            num_classes: 2,
-            dropout: self.net.dropout,
-            bn_momentum: self.net.bn_momentum,
-            bn_epsilon: self.net.bn_epsilon,
-        };
-        net.validate()?;
+        self.net_config(2).validate()?;
         let t = &self.train;
         if t.epochs == 0 {
             return Err("train.epochs must be at least 1".into());
@@ -227,4 +242,25 @@ patience = 2
         let e = ExperimentConfig::parse(&OK.replace("epochs = 3", "epochs = 0")).unwrap_err();
         assert!(e.contains("epochs"), "{e}");
     }
+
+    #[test]
+    fn every_committed_experiment_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("experiments");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c = ExperimentConfig::read(&path).unwrap();
+                assert_eq!(
+                    path.file_stem().unwrap().to_str().unwrap(),
+                    c.name,
+                    "{}: name should match the file (runs/<name>-<seed>)",
+                    path.display()
+                );
+                n += 1;
+            }
+        }
+        assert!(n >= 6, "found {n} configs");
+    }
+
 }

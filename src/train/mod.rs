@@ -88,13 +88,29 @@ pub fn training_device() -> Device {
     Device::flex().autodiff()
 }
 
+/// Which views of each input the network sees at prediction time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Views {
+    /// The input as it is (fastest).
+    #[default]
+    Single,
+    /// Test-time augmentation: the probabilities averaged over the input's
+    /// flips and, for square inputs, its 90° rotations (8 views; 4 for
+    /// non-square whole photos). Training augments with exactly these
+    /// symmetries, so each view is a valid input; the average is steadier on
+    /// borderline cells, at 8x the network's cost.
+    Dihedral,
+}
+
 /// Class probabilities for each image, in eval mode (no autodiff graph kept).
 pub fn predict_probs(
     model: &LeukoNet,
     images: &[&RgbImage],
     batch: usize,
+    views: Views,
 ) -> Result<Vec<Vec<f32>>> {
-    predict_probs_valid(&model.valid(), images, batch)
+    predict_probs_valid(&model.valid(), images, batch, views)
 }
 
 /// [`predict_probs`] for a model already in eval mode (`model.valid()`), so
@@ -103,13 +119,44 @@ pub fn predict_probs_valid(
     model: &LeukoNet,
     images: &[&RgbImage],
     batch: usize,
+    views: Views,
 ) -> Result<Vec<Vec<f32>>> {
     let device = Device::flex();
     let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(batch.max(1)) {
+    // All views of a chunk go through the network together; keep that batch
+    // (and its activations) as large as a single-view one.
+    let per_chunk = match views {
+        Views::Single => batch.max(1),
+        Views::Dihedral => (batch / 8).max(1),
+    };
+    for chunk in images.chunks(per_chunk) {
         let (w, h) = (chunk[0].width(), chunk[0].height());
         let x = images_tensor(plain_batch(chunk), chunk.len(), w, h, &device);
-        let probs = softmax(model.forward(x), 1);
+        let probs = match views {
+            Views::Single => softmax(model.forward(x), 1),
+            Views::Dihedral => {
+                let mut inputs = vec![x.clone(), x.clone().flip([3]), x.clone().flip([2])];
+                inputs.push(x.clone().flip([2, 3]));
+                if w == h {
+                    let t = x.swap_dims(2, 3);
+                    inputs.extend([
+                        t.clone().flip([3]),
+                        t.clone().flip([2]),
+                        t.clone().flip([2, 3]),
+                    ]);
+                    inputs.push(t);
+                }
+                let n = inputs.len();
+                // One forward over all views: batch statistics are not used in
+                // eval mode, so stacking them changes nothing but speed.
+                let logits = model.forward(Tensor::cat(inputs, 0));
+                let p = softmax(logits, 1);
+                let k = p.dims()[1];
+                p.reshape([n, chunk.len(), k])
+                    .mean_dim(0)
+                    .reshape([chunk.len(), k])
+            }
+        };
         let k = probs.dims()[1];
         let v = tensor_to_vec(probs)?;
         out.extend(v.chunks(k).map(|c| c.to_vec()));
@@ -167,9 +214,10 @@ pub fn evaluate_set(
     model: &LeukoNet,
     set: &InputSet,
     batch: usize,
+    views: Views,
 ) -> Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
     let refs: Vec<&RgbImage> = set.images.iter().collect();
-    let probs = predict_probs(model, &refs, batch)?;
+    let probs = predict_probs(model, &refs, batch, views)?;
     let loss = probs
         .iter()
         .zip(&set.labels)
@@ -367,7 +415,8 @@ pub fn train(
             &device,
         );
         let train_m = Metrics::compute(classes.labels(), &truth, &preds);
-        let (val_loss, val_preds, _) = evaluate_set(&model, &val_set, opts.eval_batch)?;
+        let (val_loss, val_preds, _) =
+            evaluate_set(&model, &val_set, opts.eval_batch, Views::Single)?;
         let val_m = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);
         let seconds = start.elapsed().as_secs_f64();
         state.train_seconds += seconds;
@@ -423,7 +472,8 @@ pub fn train(
     let (best_model, mut meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
     // The review threshold is chosen on validation predictions (never on test ones) and
     // recorded in the model file, so that `predict` flags what this model is unsure of.
-    let (_, val_preds, val_probs) = evaluate_set(&best_model, &val_set, opts.eval_batch)?;
+    let (_, val_preds, val_probs) =
+        evaluate_set(&best_model, &val_set, opts.eval_batch, Views::Single)?;
     let conf_correct: Vec<(f32, bool)> = val_probs
         .iter()
         .zip(&val_preds)
@@ -436,7 +486,7 @@ pub fn train(
         REVIEW_MAX_FLAGGED,
     );
     crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
-    let (_, test_preds, _) = evaluate_set(&best_model, &test_set, opts.eval_batch)?;
+    let (_, test_preds, _) = evaluate_set(&best_model, &test_set, opts.eval_batch, Views::Single)?;
     let test = Metrics::compute(classes.labels(), &test_set.labels, &test_preds);
 
     let metrics_json = serde_json::json!({
