@@ -312,7 +312,10 @@ mod tests {
         // Without the baseline there is nothing to compare with.
         let md = markdown(&[vec![r(0.5)], vec![r(0.7)]], "t");
         assert!(md.contains("0.600 ± 0.141") && !md.contains('+'), "{md}");
-        assert!(md.contains("| 2 | x | 2 (1) | 3 s | 0.700 | 0.500 | 0.500 |"), "{md}");
+        assert!(
+            md.contains("| 2 | x | 2 (1) | 3 s | 0.700 | 0.500 | 0.500 |"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -262,5 +262,4 @@ patience = 2
         }
         assert!(n >= 6, "found {n} configs");
     }
-
 }
