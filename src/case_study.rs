@@ -43,6 +43,10 @@ pub struct StageResult {
     pub kappa: f64,
     pub accuracy: f64,
     pub macro_f1: f64,
+    /// The same network's test scores without the class prior (`--prior
+    /// flat`): kappa, accuracy, macro F1. `None` for stages without oversampling.
+    #[serde(default)]
+    pub flat: Option<[f64; 3]>,
 }
 
 /// The parsed stage configs.
@@ -124,6 +128,10 @@ pub fn run(
                 kappa: o.test.kappa,
                 accuracy: o.test.accuracy,
                 macro_f1: o.test.macro_f1,
+                flat: o
+                    .test_flat
+                    .as_ref()
+                    .map(|m| [m.kappa, m.accuracy, m.macro_f1]),
             });
         }
         all.push(row);
@@ -194,6 +202,38 @@ pub fn markdown(results: &[Vec<StageResult>], title: &str) -> String {
             fmt(&col(|r| r.macro_f1), 3),
             change
         );
+    }
+    let _ = writeln!(
+        s,
+        "\nTest scores are those of `leuko predict`: stages trained on an oversampled (balanced) \
+         set weight their outputs by the training part's class frequencies (`--prior data`)."
+    );
+    let with_flat: Vec<usize> = (0..n_stages)
+        .filter(|&i| results.iter().all(|r| r[i].flat.is_some()))
+        .collect();
+    if !with_flat.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nThe same networks without that prior (`--prior flat`, every type equally likely):\n"
+        );
+        let _ = writeln!(s, "| stage | test kappa | test accuracy | macro F1 |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for &i in &with_flat {
+            let col = |j: usize| {
+                results
+                    .iter()
+                    .filter_map(|r| r[i].flat.map(|f| f[j]))
+                    .collect::<Vec<f64>>()
+            };
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} |",
+                results[0][i].stage,
+                fmt(&col(0), 3),
+                fmt(&col(1), 3),
+                fmt(&col(2), 3)
+            );
+        }
     }
     if results.len() > 1 {
         let _ = writeln!(s, "\nPer fold (test part of each):\n");
@@ -301,6 +341,7 @@ mod tests {
             kappa: k,
             accuracy: 0.5,
             macro_f1: 0.5,
+            flat: Some([k - 0.1, 0.4, 0.4]),
         };
         let base = |k| StageResult {
             experiment: "baseline".into(),
@@ -308,6 +349,8 @@ mod tests {
         };
         let md = markdown(&[vec![base(0.1), r(0.5)], vec![base(0.3), r(0.7)]], "t");
         assert!(md.contains("0.200 ± 0.141"), "{md}");
+        // Scores without the prior: mean ± sd of the flat kappas 0.4 and 0.6.
+        assert!(md.contains("| x | 0.500 ± 0.141 | 0.400 ± 0.000 |"), "{md}");
         assert!(md.contains("+0.400"), "{md}");
         // Without the baseline there is nothing to compare with.
         let md = markdown(&[vec![r(0.5)], vec![r(0.7)]], "t");
@@ -332,6 +375,7 @@ mod tests {
             kappa: 0.63,
             accuracy: 0.767,
             macro_f1: 0.775,
+            flat: None,
         };
         write_report(&dir, &[vec![r]], "Case study on a split").unwrap();
         let (results, title) = read_results(&dir).unwrap();

@@ -10,7 +10,7 @@ use crate::error::{LeukoError, Result};
 use crate::isolate::{CropConfig, IsolationConfig, LeukocyteBox};
 use crate::model::file::{model_from_bytes, ModelMeta};
 use crate::model::LeukoNet;
-use crate::train::Views;
+use crate::train::{Prior, Views};
 use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
@@ -140,6 +140,8 @@ pub struct Classifier {
     crop: CropConfig,
     rules: ReviewRules,
     views: Views,
+    /// Class weights applied to the network's probabilities (see [`Prior`]).
+    prior: Option<Vec<f32>>,
     /// Where the model came from, for messages ("embedded default model" or a path).
     origin: String,
 }
@@ -174,6 +176,7 @@ impl Classifier {
             )));
         };
         let rules = ReviewRules::for_model(&meta);
+        let prior = Prior::Data.weights(&meta).map(<[f32]>::to_vec);
         Ok(Classifier {
             model: model.valid(),
             meta,
@@ -181,6 +184,7 @@ impl Classifier {
             crop,
             rules,
             views: Views::Single,
+            prior,
             origin: origin.to_string(),
         })
     }
@@ -212,6 +216,12 @@ impl Classifier {
         self.views = views;
     }
 
+    /// The training frequencies recorded in the model (default) or a flat
+    /// prior. The model's review threshold was chosen with the recorded prior.
+    pub fn set_prior(&mut self, prior: Prior) {
+        self.prior = prior.weights(&self.meta).map(<[f32]>::to_vec);
+    }
+
     /// Finds, crops and classifies every leukocyte in a photo.
     pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
         self.classify_timed(photo).map(|(p, _)| p)
@@ -227,11 +237,12 @@ impl Classifier {
             .collect();
         let t1 = Instant::now();
         let refs: Vec<&RgbImage> = crops.iter().collect();
-        let probs = if refs.is_empty() {
+        let mut probs = if refs.is_empty() {
             Vec::new()
         } else {
             crate::train::predict_probs_valid(&self.model, &refs, 32, self.views)?
         };
+        crate::train::apply_prior(&mut probs, self.prior.as_deref());
         let times = StageTimes {
             isolate_ms: (t1 - t0).as_secs_f64() * 1e3,
             network_ms: t1.elapsed().as_secs_f64() * 1e3,

@@ -36,8 +36,14 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
         "the split is the one the model was trained on"
     );
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+    // As `predict` classifies: the training frequencies recorded in the model as prior.
+    let prior = leuko::train::Prior::Data.weights(&meta);
+    assert!(
+        prior.is_some(),
+        "the final stage oversamples: a prior is recorded"
+    );
     let (_, preds, _) =
-        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single).unwrap();
+        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single, prior).unwrap();
     let m = Metrics::compute(&meta.classes, &test.labels, &preds);
     let line = format!(
         "Default model on its test split: accuracy {:.3}, kappa {:.3}, macro F1 {:.3} ({} photos).",
@@ -50,9 +56,20 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
 fn embedded_model_loads_for_prediction_with_a_review_threshold() {
     let c = Classifier::embedded().unwrap();
     assert_eq!(c.meta().experiment, "final");
+    let t = c
+        .meta()
+        .review_threshold
+        .expect("threshold chosen on validation data");
     assert!(
-        c.meta().review_threshold.is_some(),
-        "threshold chosen on validation data"
+        (leuko::train::MIN_REVIEW_THRESHOLD..1.0).contains(&t),
+        "{t}"
     );
+    let prior = c
+        .meta()
+        .class_prior
+        .clone()
+        .expect("training frequencies recorded");
+    assert_eq!(prior.len(), c.classes().len());
+    assert!((prior.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{prior:?}");
     assert!(EMBEDDED_MODEL.len() <= 1 << 20, "model file ≤ 1 MB");
 }

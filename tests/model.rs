@@ -24,6 +24,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
         seed: 1,
         epoch: 1,
         review_threshold: None,
+        class_prior: None,
     }
 }
 

@@ -78,9 +78,32 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
     let (model, meta) =
         leuko::model::file::load_model(&rd.model(), &burn::tensor::Device::flex()).unwrap();
     assert_eq!(meta.epoch, out.best_epoch);
+    // Oversampled training records the training part's class frequencies as the prior.
+    let counts: Vec<f32> = split
+        .classes
+        .labels()
+        .iter()
+        .map(|c| split.train.iter().filter(|s| s.label == *c).count() as f32)
+        .collect();
+    let prior = meta
+        .class_prior
+        .clone()
+        .expect("oversampled run records a prior");
+    for (p, c) in prior.iter().zip(&counts) {
+        assert!(
+            (p - c / split.train.len() as f32).abs() < 1e-6,
+            "{prior:?} vs {counts:?}"
+        );
+    }
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
-    let (_, preds, _) =
-        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single).unwrap();
+    let (_, preds, _) = leuko::train::evaluate_set(
+        &model,
+        &test,
+        64,
+        leuko::train::Views::Single,
+        meta.class_prior.as_deref(),
+    )
+    .unwrap();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &test.labels, &preds);
     assert_eq!(m, out.test);
 }

@@ -55,6 +55,11 @@ pub struct ClassifyArgs {
     /// rotations (test-time augmentation; the network's part costs 8x).
     #[arg(long, value_enum, default_value_t)]
     pub views: leuko::train::Views,
+    /// `data` (default): weight each cell's probabilities by the training
+    /// photos' class frequencies recorded in the model; `flat`: every type
+    /// equally likely a priori (more rare-type calls, more false ones).
+    #[arg(long, value_enum, default_value_t)]
+    pub prior: leuko::train::Prior,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -72,6 +77,7 @@ pub fn classify_inputs(
 ) -> anyhow::Result<(Classifier, Vec<PhotoResult>)> {
     let mut classifier = Classifier::from_option(a.model.as_deref())?;
     classifier.set_views(a.views);
+    classifier.set_prior(a.prior);
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
         if n == 0 {

@@ -139,6 +139,11 @@ pub struct EvaluateArgs {
     /// 90° rotations (test-time augmentation, 8x slower).
     #[arg(long, value_enum, default_value_t)]
     pub views: leuko::train::Views,
+    /// `data`: weight the probabilities by the training photos' class
+    /// frequencies recorded in the model (what `predict` does); `flat`: every
+    /// type equally likely a priori (the balanced network's raw outputs).
+    #[arg(long, value_enum, default_value_t)]
+    pub prior: leuko::train::Prior,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -209,28 +214,31 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Val => (&split.val, "validation"),
     };
     let set = leuko::tensors::prepare(&dir, samples, &classes, &meta.input)?;
-    let (_, preds, _) = leuko::train::evaluate_set(&model, &set, 64, a.views)?;
+    let (_, preds, _) =
+        leuko::train::evaluate_set(&model, &set, 64, a.views, a.prior.weights(&meta))?;
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
         Format::Table => {
+            let views = match a.views {
+                leuko::train::Views::Single => "single view",
+                leuko::train::Views::Dihedral => "8 dihedral views",
+            };
+            let prior = match (a.prior, meta.class_prior.is_some()) {
+                (leuko::train::Prior::Data, true) => "training class frequencies as prior",
+                (leuko::train::Prior::Flat, true) => "flat prior",
+                (_, false) => "outputs as trained",
+            };
             println!(
-                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {} view{})\n",
+                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {}, {})\n",
                 model_name,
                 meta.experiment,
                 meta.epoch,
                 part_name,
                 split_name,
                 set.len(),
-                match a.views {
-                    leuko::train::Views::Single => "single",
-                    leuko::train::Views::Dihedral => "8 dihedral",
-                },
-                if a.views == leuko::train::Views::Single {
-                    ""
-                } else {
-                    "s"
-                }
+                views,
+                prior
             );
             print!("{}", m.to_table());
         }

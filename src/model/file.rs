@@ -36,6 +36,12 @@ pub struct ModelMeta {
     /// Confidence below which a prediction is flagged for review (chosen on validation data).
     #[serde(default)]
     pub review_threshold: Option<f32>,
+    /// Class frequencies of the training part (in `classes` order) when the
+    /// network was trained on an oversampled, balanced set; its outputs are
+    /// re-weighted by them at prediction time (see [`crate::train::Prior`]).
+    /// `None`: the outputs already carry the training frequencies.
+    #[serde(default)]
+    pub class_prior: Option<Vec<f32>>,
 }
 
 /// Serialises a model and its description.

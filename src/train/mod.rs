@@ -61,7 +61,10 @@ pub struct TrainOutcome {
     pub best_epoch: usize,
     /// Wall time of the training epochs (not counting input preparation).
     pub train_seconds: f64,
+    /// Test metrics with the model's class prior applied (as `predict` classifies).
     pub test: Metrics,
+    /// Test metrics of the raw balanced outputs, when a prior was recorded.
+    pub test_flat: Option<Metrics>,
     pub param_count: usize,
 }
 
@@ -82,6 +85,10 @@ struct ResumeState {
 /// quarter of them.
 pub const REVIEW_TARGET_ACCURACY: f64 = 0.95;
 pub const REVIEW_MAX_FLAGGED: f64 = 0.25;
+/// The chosen threshold never goes below this: a validation part of some fifty
+/// photos can be right on nearly every cell (then the rule above flags
+/// nothing), which says little about smears the model has never seen.
+pub const MIN_REVIEW_THRESHOLD: f32 = crate::predict::DEFAULT_REVIEW_THRESHOLD;
 
 /// The CPU training device (flex backend with autodiff).
 pub fn training_device() -> Device {
@@ -101,6 +108,58 @@ pub enum Views {
     /// symmetries, so each view is a valid input; the average is steadier on
     /// borderline cells, at 8x the network's cost.
     Dihedral,
+}
+
+/// Which class frequencies a model's probabilities assume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Prior {
+    /// The training photos' class frequencies, recorded in the model file.
+    /// A network trained on an oversampled, balanced set estimates
+    /// p(type | cell) as if every type were equally common; multiplying by
+    /// the real frequencies (Bayes' rule) gives the posterior for samples
+    /// like the training ones, and stops rare-but-oversampled types from
+    /// taking borderline cells of common ones.
+    #[default]
+    Data,
+    /// Every type equally likely a priori: the balanced network's outputs as
+    /// they are (higher recall of rare types, lower accuracy on typical samples).
+    Flat,
+}
+
+impl Prior {
+    /// The class weights to apply for a model, if any.
+    pub fn weights(self, meta: &ModelMeta) -> Option<&[f32]> {
+        match self {
+            Prior::Data => meta.class_prior.as_deref(),
+            Prior::Flat => None,
+        }
+    }
+}
+
+/// Re-weights each probability vector by `prior` and renormalises it.
+pub fn apply_prior(probs: &mut [Vec<f32>], prior: Option<&[f32]>) {
+    let Some(prior) = prior else { return };
+    for p in probs {
+        let total: f32 = p.iter().zip(prior).map(|(a, b)| a * b).sum();
+        if total > 0.0 && total.is_finite() {
+            for (a, b) in p.iter_mut().zip(prior) {
+                *a = *a * b / total;
+            }
+        }
+    }
+}
+
+/// Class frequencies of a set's labels over `k` classes.
+pub fn label_frequencies(labels: &[usize], k: usize) -> Vec<f32> {
+    let mut counts = vec![0f32; k];
+    for &l in labels {
+        if l < k {
+            counts[l] += 1.0;
+        }
+    }
+    let n = labels.len().max(1) as f32;
+    counts.iter().map(|c| c / n).collect()
 }
 
 /// Class probabilities for each image, in eval mode (no autodiff graph kept).
@@ -209,15 +268,18 @@ pub fn recalibrate(
     model.with_bn_momentum(momentum)
 }
 
-/// Mean cross-entropy and predictions of a model on a prepared set.
+/// Mean cross-entropy and predictions of a model on a prepared set, with
+/// the probabilities re-weighted by `prior` when given.
 pub fn evaluate_set(
     model: &LeukoNet,
     set: &InputSet,
     batch: usize,
     views: Views,
+    prior: Option<&[f32]>,
 ) -> Result<(f64, Vec<usize>, Vec<Vec<f32>>)> {
     let refs: Vec<&RgbImage> = set.images.iter().collect();
-    let probs = predict_probs(model, &refs, batch, views)?;
+    let mut probs = predict_probs(model, &refs, batch, views)?;
+    apply_prior(&mut probs, prior);
     let loss = probs
         .iter()
         .zip(&set.labels)
@@ -271,6 +333,12 @@ pub fn train(
     .init()
     .map_err(LeukoError::Config)?;
     let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    // Oversampling teaches the network that every type is equally common; the
+    // model file keeps the real frequencies so that predictions can undo that.
+    let class_prior = cfg
+        .train
+        .oversample
+        .then(|| label_frequencies(&train_set.labels, classes.len()));
     let meta_for = |epoch: usize| ModelMeta {
         net: net_cfg.clone(),
         classes: classes.labels().to_vec(),
@@ -279,6 +347,7 @@ pub fn train(
         seed: cfg.seed,
         epoch,
         review_threshold: None,
+        class_prior: class_prior.clone(),
     };
 
     let mut state = ResumeState {
@@ -416,7 +485,7 @@ pub fn train(
         );
         let train_m = Metrics::compute(classes.labels(), &truth, &preds);
         let (val_loss, val_preds, _) =
-            evaluate_set(&model, &val_set, opts.eval_batch, Views::Single)?;
+            evaluate_set(&model, &val_set, opts.eval_batch, Views::Single, None)?;
         let val_m = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);
         let seconds = start.elapsed().as_secs_f64();
         state.train_seconds += seconds;
@@ -472,8 +541,14 @@ pub fn train(
     let (best_model, mut meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
     // The review threshold is chosen on validation predictions (never on test ones) and
     // recorded in the model file, so that `predict` flags what this model is unsure of.
-    let (_, val_preds, val_probs) =
-        evaluate_set(&best_model, &val_set, opts.eval_batch, Views::Single)?;
+    let prior = Prior::Data.weights(&meta).map(<[f32]>::to_vec);
+    let (_, val_preds, val_probs) = evaluate_set(
+        &best_model,
+        &val_set,
+        opts.eval_batch,
+        Views::Single,
+        prior.as_deref(),
+    )?;
     let conf_correct: Vec<(f32, bool)> = val_probs
         .iter()
         .zip(&val_preds)
@@ -484,10 +559,27 @@ pub fn train(
         &conf_correct,
         REVIEW_TARGET_ACCURACY,
         REVIEW_MAX_FLAGGED,
-    );
+    )
+    .map(|t| t.max(MIN_REVIEW_THRESHOLD));
     crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
-    let (_, test_preds, _) = evaluate_set(&best_model, &test_set, opts.eval_batch, Views::Single)?;
+    let val = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);
+    let (_, test_preds, _) = evaluate_set(
+        &best_model,
+        &test_set,
+        opts.eval_batch,
+        Views::Single,
+        prior.as_deref(),
+    )?;
     let test = Metrics::compute(classes.labels(), &test_set.labels, &test_preds);
+    // The same network without the prior, for comparison (as `--prior flat` predicts).
+    let test_flat = match prior {
+        Some(_) => {
+            let (_, p, _) =
+                evaluate_set(&best_model, &test_set, opts.eval_batch, Views::Single, None)?;
+            Some(Metrics::compute(classes.labels(), &test_set.labels, &p))
+        }
+        None => None,
+    };
 
     let metrics_json = serde_json::json!({
         "experiment": cfg.name,
@@ -497,7 +589,10 @@ pub fn train(
         "train_seconds": state.train_seconds,
         "parameters_keras_count": param_count,
         "review_threshold": meta.review_threshold,
+        "class_prior": meta.class_prior,
+        "val": val,
         "test": test,
+        "test_flat_prior": &test_flat,
         "test_photos_without_leukocyte": test_set.not_found,
     });
     crate::fsutil::write_atomic(
@@ -519,6 +614,7 @@ pub fn train(
         best_epoch: state.best_epoch,
         train_seconds: state.train_seconds,
         test,
+        test_flat,
         param_count,
     })
 }
@@ -538,4 +634,40 @@ fn write_history(rd: &RunDir, history: &[EpochRecord]) -> Result<()> {
 /// The class labels of a model's outputs.
 pub fn class_names(classes: &[ClassLabel]) -> Vec<String> {
     classes.iter().map(|c| c.to_string()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prior_reweights_and_renormalises_by_bayes_rule() {
+        // A balanced network unsure between two types (0.5 / 0.5) follows the
+        // prior; a 0.2 / 0.8 call against a 0.8 / 0.2 prior becomes a tie
+        // (0.16 / 0.16).
+        let mut p = vec![vec![0.5, 0.5], vec![0.2, 0.8], vec![1.0, 0.0]];
+        apply_prior(&mut p, Some(&[0.8, 0.2]));
+        let want = [[0.8, 0.2], [0.5, 0.5], [1.0, 0.0]];
+        for (got, want) in p.iter().zip(want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+            }
+        }
+        let mut q = vec![vec![0.3, 0.7]];
+        apply_prior(&mut q, None);
+        assert_eq!(q, vec![vec![0.3, 0.7]]);
+        // All mass on classes the prior rules out: left as it is rather than NaN.
+        let mut z = vec![vec![0.0, 1.0]];
+        apply_prior(&mut z, Some(&[1.0, 0.0]));
+        assert_eq!(z, vec![vec![0.0, 1.0]]);
+    }
+
+    #[test]
+    fn label_frequencies_count_each_class() {
+        assert_eq!(
+            label_frequencies(&[0, 0, 1, 3], 4),
+            vec![0.5, 0.25, 0.0, 0.25]
+        );
+        assert_eq!(label_frequencies(&[], 2), vec![0.0, 0.0]);
+    }
 }
