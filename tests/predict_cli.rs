@@ -311,3 +311,53 @@ fn usage_errors_exit_with_one_and_the_table_reads_well() {
     assert!(lines.next().unwrap().contains("BloodImage_00000.jpg"));
     assert!(out.contains("1 photos: "), "{out}");
 }
+
+/// Every cell's probabilities per class name, in photo and cell order.
+fn json_probabilities(stdout: &str) -> Vec<std::collections::BTreeMap<String, f64>> {
+    let v: serde_json::Value = serde_json::from_str(stdout).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|photo| photo["cells"].as_array().unwrap().clone())
+        .map(|cell| serde_json::from_value(cell["probabilities"].clone()).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_default_prior_is_bayes_rule_over_the_flat_outputs() {
+    let c = leuko::predict::Classifier::embedded().unwrap();
+    let prior: std::collections::BTreeMap<String, f64> = c
+        .classes()
+        .iter()
+        .map(|l| l.to_string())
+        .zip(
+            c.meta()
+                .class_prior
+                .clone()
+                .unwrap()
+                .iter()
+                .map(|&p| p as f64),
+        )
+        .collect();
+    let photos: Vec<PathBuf> = [0, 3, 20, 73, 142].into_iter().map(photo).collect();
+    let args = |prior: &str| {
+        let mut a: Vec<&str> = photos.iter().map(|p| s(p)).collect();
+        a.extend(["--format", "json", "--quiet", "--prior", prior]);
+        let o = predict(&a);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        json_probabilities(&text(&o.stdout))
+    };
+    let (with, flat) = (args("data"), args("flat"));
+    assert_eq!(with.len(), flat.len());
+    assert!(with.len() >= photos.len());
+    let mut changed = 0;
+    for (w, f) in with.iter().zip(&flat) {
+        let total: f64 = f.iter().map(|(k, p)| p * prior[k]).sum();
+        for (k, p) in f {
+            let want = p * prior[k] / total;
+            assert!((w[k] - want).abs() < 1e-5, "{k}: {} vs {want}", w[k]);
+            changed += usize::from((w[k] - p).abs() > 1e-3);
+        }
+    }
+    assert!(changed > 0, "the prior changes some probabilities");
+}
