@@ -164,6 +164,26 @@ fn corrupt_truncated_and_incompatible_model_files_are_clear_errors() {
     franken.extend_from_slice(&swapped.split_off(20 + other_header_len));
     let e = err(&franken);
     assert!(e.contains("incompatible"), "{e}");
+    // A class prior that does not fit the classes, or is not a frequency.
+    for prior in [vec![0.5, 0.5], vec![0.5, 0.5, -0.1, 0.1], vec![0.0; 4]] {
+        let m = ModelMeta {
+            class_prior: Some(prior),
+            ..meta(&net)
+        };
+        let e = err(&model_to_bytes(&net.init(&device), &m).unwrap());
+        assert!(e.contains("m.leuko") && e.contains("class_prior"), "{e}");
+    }
+    let m = ModelMeta {
+        class_prior: Some(vec![0.6, 0.25, 0.1, 0.05]),
+        ..meta(&net)
+    };
+    let (_, back) = model_from_bytes(
+        &model_to_bytes(&net.init(&device), &m).unwrap(),
+        "m",
+        &device,
+    )
+    .unwrap();
+    assert_eq!(back, m);
 }
 
 #[test]

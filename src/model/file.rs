@@ -94,6 +94,20 @@ pub fn read_meta(bytes: &[u8]) -> std::result::Result<(ModelMeta, &[u8]), String
             meta.net.num_classes
         ));
     }
+    if let Some(prior) = &meta.class_prior {
+        // Weights for other classes, or ones that are not frequencies, would
+        // silently skew every prediction.
+        if prior.len() != meta.classes.len()
+            || prior.iter().any(|p| !p.is_finite() || *p < 0.0)
+            || prior.iter().sum::<f32>() <= 0.0
+        {
+            return Err(format!(
+                "corrupt header: class_prior {prior:?} is not one non-negative frequency per \
+                 class ({} classes)",
+                meta.classes.len()
+            ));
+        }
+    }
     Ok((meta, &bytes[20 + len as usize..]))
 }
 
