@@ -231,10 +231,16 @@ impl Classifier {
     pub fn classify_timed(&self, photo: &RgbImage) -> Result<(PhotoPrediction, StageTimes)> {
         let t0 = Instant::now();
         let boxes = crate::isolate::isolate(photo, &self.isolation);
-        let crops: Vec<RgbImage> = boxes
+        let mut crops: Vec<RgbImage> = boxes
             .iter()
             .map(|b| crate::isolate::crop(photo, b, &self.crop))
             .collect();
+        if self.meta.input.white_balance() && !crops.is_empty() {
+            let background = crate::tensors::photo_background(photo);
+            for c in &mut crops {
+                crate::tensors::white_balance(c, background);
+            }
+        }
         let t1 = Instant::now();
         let refs: Vec<&RgbImage> = crops.iter().collect();
         let mut probs = if refs.is_empty() {

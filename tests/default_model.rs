@@ -73,3 +73,43 @@ fn embedded_model_loads_for_prediction_with_a_review_threshold() {
     assert!((prior.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{prior:?}");
     assert!(EMBEDDED_MODEL.len() <= 1 << 20, "model file ≤ 1 MB");
 }
+
+/// A different lamp or camera white balance multiplies each colour channel by
+/// its own factor. The default model white-balances its inputs against the
+/// photo's background, so such a cast must not change what it calls the
+/// cells (a model without it called a third or fewer of the test cells right
+/// under these casts: README, "Other microscopes").
+#[test]
+fn embedded_model_calls_cells_the_same_under_a_colour_cast() {
+    let c = Classifier::embedded().unwrap();
+    assert!(c.meta().input.white_balance());
+    let dir = DataDir::open(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/data/bccd"
+    )))
+    .unwrap();
+    let ds = Dataset::load(&dir, &ClassSet::new(c.classes().to_vec()).unwrap()).unwrap();
+    let split = Split::parse(EMBEDDED_SPLIT, Path::new("models/default.split.json"), &ds).unwrap();
+    let top = |photo: &image::RgbImage| {
+        c.classify(photo)
+            .unwrap()
+            .cells
+            .first()
+            .map(|cell| cell.class)
+    };
+    for cast in [[1.08, 1.0, 0.85], [0.88, 0.97, 1.08], [0.8, 0.8, 0.8]] {
+        let mut same = 0;
+        for s in &split.test {
+            let photo = leuko::imageio::load_rgb(&ds.dir.image_path(s.image_id)).unwrap();
+            let mut cast_photo = photo.clone();
+            leuko::tensors::colour_cast(&mut cast_photo, leuko::tensors::ColourCast(cast));
+            same += usize::from(top(&photo) == top(&cast_photo));
+        }
+        let agreement = same as f64 / split.test.len() as f64;
+        eprintln!(
+            "cast {cast:?}: {same} of {} calls unchanged",
+            split.test.len()
+        );
+        assert!(agreement >= 0.9, "cast {cast:?}: {agreement:.3} agree");
+    }
+}

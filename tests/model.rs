@@ -19,6 +19,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
             size: 32,
             margin: 0.0,
             keep_aspect: false,
+            white_balance: false,
         },
         experiment: "test".into(),
         seed: 1,

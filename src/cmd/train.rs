@@ -144,6 +144,11 @@ pub struct EvaluateArgs {
     /// type equally likely a priori (the balanced network's raw outputs).
     #[arg(long, value_enum, default_value_t)]
     pub prior: leuko::train::Prior,
+    /// Multiply every photo's red, green and blue by these factors before
+    /// anything else (e.g. `1.08,1,0.85`, a warmer lamp): a robustness check of
+    /// how the model would fare on the same smears under another microscope.
+    #[arg(long, value_name = "R,G,B")]
+    pub colour_cast: Option<leuko::tensors::ColourCast>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -213,7 +218,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Test => (&split.test, "test"),
         Part::Val => (&split.val, "validation"),
     };
-    let set = leuko::tensors::prepare(&dir, samples, &classes, &meta.input)?;
+    let set = leuko::tensors::prepare_cast(&dir, samples, &classes, &meta.input, a.colour_cast)?;
     let (_, preds, _) =
         leuko::train::evaluate_set(&model, &set, 64, a.views, a.prior.weights(&meta))?;
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
@@ -229,8 +234,19 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 (leuko::train::Prior::Flat, true) => "flat prior",
                 (_, false) => "outputs as trained",
             };
+            let cast = match a.colour_cast {
+                Some(leuko::tensors::ColourCast([r, g, b])) => {
+                    format!(", photos cast by R x{r} G x{g} B x{b}")
+                }
+                None => String::new(),
+            };
+            let balance = if meta.input.white_balance() {
+                ", inputs white-balanced"
+            } else {
+                ""
+            };
             println!(
-                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {}, {})\n",
+                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {}, {}{}{})\n",
                 model_name,
                 meta.experiment,
                 meta.epoch,
@@ -238,7 +254,9 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 split_name,
                 set.len(),
                 views,
-                prior
+                prior,
+                balance,
+                cast
             );
             print!("{}", m.to_table());
         }

@@ -11,7 +11,13 @@ use std::path::Path;
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 pub enum InputConfig {
     /// The whole photo, resized (stretched) to `width` x `height`.
-    Whole { width: u32, height: u32 },
+    Whole {
+        width: u32,
+        height: u32,
+        /// See `Crop::white_balance`.
+        #[serde(default)]
+        white_balance: bool,
+    },
     /// The largest isolated leukocyte, cropped and resized to `size` x `size`.
     Crop {
         size: u32,
@@ -23,6 +29,13 @@ pub enum InputConfig {
         /// `false`: stretch the box to the square (the study's choice).
         #[serde(default)]
         keep_aspect: bool,
+        /// `true`: scale each colour channel so that the photo's background
+        /// becomes the same neutral gray ([`crate::tensors::white_balance`]),
+        /// in training and in prediction. A different lamp, camera or stain
+        /// shifts every pixel's colour; without this, a network trained on one
+        /// microscope's photos reads the shift as cell type.
+        #[serde(default)]
+        white_balance: bool,
     },
 }
 
@@ -30,8 +43,17 @@ impl InputConfig {
     /// (width, height) of the network input.
     pub fn dims(&self) -> (u32, u32) {
         match *self {
-            InputConfig::Whole { width, height } => (width, height),
+            InputConfig::Whole { width, height, .. } => (width, height),
             InputConfig::Crop { size, .. } => (size, size),
+        }
+    }
+
+    /// Whether inputs are white-balanced against their photo's background.
+    pub fn white_balance(&self) -> bool {
+        match *self {
+            InputConfig::Whole { white_balance, .. } | InputConfig::Crop { white_balance, .. } => {
+                white_balance
+            }
         }
     }
 
@@ -43,6 +65,7 @@ impl InputConfig {
                 size,
                 margin,
                 keep_aspect,
+                ..
             } => Some(crate::isolate::CropConfig {
                 size_px: size,
                 margin_fraction: margin,
