@@ -26,13 +26,13 @@ pub const STAGES: [(&str, &str); 4] = [
         include_str!("../experiments/isolated.toml"),
     ),
     (
-        "d final: + augmentation, bigger net, longer",
+        "d final: + augmentation, white balance, bigger net, longer",
         include_str!("../experiments/final.toml"),
     ),
 ];
 
 /// One stage trained on one split.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct StageResult {
     pub stage: String,
     pub experiment: String,
@@ -69,14 +69,79 @@ pub fn stage_names() -> Vec<String> {
         .collect()
 }
 
+/// What an earlier run of a stage left in its run directory.
+#[derive(Debug, Clone, PartialEq)]
+pub enum EarlierRun {
+    /// Nothing: train from the start.
+    None,
+    /// Started with the same config and split, not finished: resume it.
+    Unfinished,
+    /// Finished with the same config and split: its results stand.
+    Finished(StageResult),
+}
+
+/// Looks at a stage's run directory for `--resume`. A directory that holds a
+/// run of another config or split is an error, not something to overwrite.
+pub fn earlier_run(
+    dir: &RunDir,
+    label: &str,
+    cfg: &ExperimentConfig,
+    split: &Split,
+) -> Result<EarlierRun> {
+    let Ok(text) = std::fs::read_to_string(dir.config()) else {
+        return Ok(EarlierRun::None);
+    };
+    let same_config = ExperimentConfig::parse(&text).is_ok_and(|c| &c == cfg);
+    let same_split = std::fs::read_to_string(dir.split()).is_ok_and(|t| t == split.to_json());
+    if !same_config || !same_split {
+        return Err(LeukoError::Config(format!(
+            "{} holds a run of another {}; choose another --out, or leave out --resume to train it again",
+            dir.root().display(),
+            if same_config { "split" } else { "config" }
+        )));
+    }
+    let Ok(bytes) = std::fs::read(dir.metrics()) else {
+        return Ok(EarlierRun::Unfinished);
+    };
+    let bad = |what: &str| LeukoError::Invalid(format!("{}: {what}", dir.metrics().display()));
+    let m: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
+    let num = |v: &serde_json::Value, key: &str| {
+        v.get(key)
+            .and_then(serde_json::Value::as_f64)
+            .ok_or_else(|| bad(&format!("no number '{key}'")))
+    };
+    let scores = |v: &serde_json::Value| -> Result<[f64; 3]> {
+        Ok([num(v, "kappa")?, num(v, "accuracy")?, num(v, "macro_f1")?])
+    };
+    let test = scores(m.get("test").ok_or_else(|| bad("no 'test' metrics"))?)?;
+    let flat = match m.get("test_flat_prior") {
+        Some(v) if !v.is_null() => Some(scores(v)?),
+        _ => None,
+    };
+    Ok(EarlierRun::Finished(StageResult {
+        stage: label.to_string(),
+        experiment: cfg.name.clone(),
+        parameters: num(&m, "parameters_keras_count")? as usize,
+        epochs_run: num(&m, "epochs_run")? as usize,
+        best_epoch: num(&m, "best_epoch")? as usize,
+        train_seconds: num(&m, "train_seconds")?,
+        kappa: test[0],
+        accuracy: test[1],
+        macro_f1: test[2],
+        flat,
+    }))
+}
+
 /// Trains the chosen stages (by experiment name; empty = all four) on every
-/// split with one seed; `results[split][stage]`.
+/// split with one seed; `results[split][stage]`. With `resume`, stages an
+/// earlier invocation finished are read back, and an interrupted one continues.
 pub fn run(
     dataset: &Dataset,
     splits: &[Split],
     only: &[String],
     seed: u64,
     out: &Path,
+    resume: bool,
     quiet: bool,
 ) -> Result<Vec<Vec<StageResult>>> {
     let known = stage_names();
@@ -111,9 +176,25 @@ pub fn run(
                     sub.display()
                 );
             }
+            let run_dir = RunDir::new(sub);
+            if resume {
+                match earlier_run(&run_dir, label, cfg, split)? {
+                    EarlierRun::Finished(r) => {
+                        if !quiet {
+                            eprintln!(
+                                "   finished earlier ({} epochs, test kappa {:.3}): not trained again",
+                                r.epochs_run, r.kappa
+                            );
+                        }
+                        row.push(r);
+                        continue;
+                    }
+                    EarlierRun::Unfinished | EarlierRun::None => {}
+                }
+            }
             let opts = TrainOptions {
-                run_dir: RunDir::new(sub),
-                resume: false,
+                run_dir,
+                resume,
                 quiet,
                 eval_batch: 64,
             };
@@ -358,6 +439,77 @@ mod tests {
         assert!(
             md.contains("| 2 | x | 2 (1) | 3 s | 0.700 | 0.500 | 0.500 |"),
             "{md}"
+        );
+    }
+
+    #[test]
+    fn resume_reads_back_finished_stages_and_refuses_foreign_runs() {
+        use crate::data::{ClassLabel, ClassSet, Sample};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = RunDir::new(tmp.path().join("final"));
+        let (label, cfg) = stage_configs().unwrap().pop().unwrap();
+        let s = |id| Sample {
+            image_id: id,
+            label: ClassLabel::Neutrophil,
+        };
+        let split = Split {
+            seed: 42,
+            classes: ClassSet::default_four(),
+            train: vec![s(1), s(2)],
+            val: vec![s(3)],
+            test: vec![s(4)],
+        };
+        assert_eq!(
+            earlier_run(&dir, &label, &cfg, &split).unwrap(),
+            EarlierRun::None
+        );
+
+        dir.create().unwrap();
+        std::fs::write(dir.config(), cfg.to_toml()).unwrap();
+        split.write(&dir.split()).unwrap();
+        assert_eq!(
+            earlier_run(&dir, &label, &cfg, &split).unwrap(),
+            EarlierRun::Unfinished
+        );
+
+        let metrics = serde_json::json!({
+            "experiment": "final", "best_epoch": 52, "epochs_run": 60,
+            "train_seconds": 616.5, "parameters_keras_count": 122180,
+            "test": {"kappa": 0.865, "accuracy": 0.926, "macro_f1": 0.835},
+            "test_flat_prior": {"kappa": 0.824, "accuracy": 0.897, "macro_f1": 0.865},
+        });
+        std::fs::write(dir.metrics(), metrics.to_string()).unwrap();
+        let EarlierRun::Finished(r) = earlier_run(&dir, &label, &cfg, &split).unwrap() else {
+            panic!("a finished run is not recognised");
+        };
+        assert_eq!((r.epochs_run, r.best_epoch, r.parameters), (60, 52, 122180));
+        assert_eq!((r.kappa, r.accuracy, r.macro_f1), (0.865, 0.926, 0.835));
+        assert_eq!(r.flat, Some([0.824, 0.897, 0.865]));
+
+        // Another patience is another experiment: never mixed into the table.
+        let mut other = cfg.clone();
+        other.train.patience = 15;
+        let err = earlier_run(&dir, &label, &other, &split)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("another config") && err.contains("final"),
+            "{err}"
+        );
+        let mut moved = split.clone();
+        moved.test.push(s(5));
+        let err = earlier_run(&dir, &label, &cfg, &moved)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another split"), "{err}");
+
+        std::fs::write(dir.metrics(), "{\"test\": {}}").unwrap();
+        let err = earlier_run(&dir, &label, &cfg, &split)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("metrics.json") && err.contains("kappa"),
+            "{err}"
         );
     }
 

@@ -113,3 +113,62 @@ fn embedded_model_calls_cells_the_same_under_a_colour_cast() {
         assert!(agreement >= 0.9, "cast {cast:?}: {agreement:.3} agree");
     }
 }
+
+fn evaluate(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_leuko"))
+        .arg("evaluate")
+        .args(args)
+        .output()
+        .expect("run leuko")
+}
+
+#[test]
+fn an_ensemble_of_one_model_twice_scores_as_the_model_and_mismatches_are_refused() {
+    let default = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.leuko");
+    let split = concat!(env!("CARGO_MANIFEST_DIR"), "/models/default.split.json");
+    let common = ["--split", split, "--part", "val", "--format", "json"];
+    let one = evaluate(&[&["--model", default][..], &common].concat());
+    assert!(
+        one.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one.stderr)
+    );
+    let two = evaluate(&[&["--model", default, "--model", default][..], &common].concat());
+    assert!(
+        two.status.success(),
+        "{}",
+        String::from_utf8_lossy(&two.stderr)
+    );
+    // The mean of two equal probability vectors is the vector: same calls, same table.
+    assert_eq!(one.stdout, two.stdout);
+    let m: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert!(m["accuracy"].as_f64().unwrap() > 0.5, "{m}");
+
+    // A member trained on other inputs cannot be averaged with the default model.
+    let device = burn::tensor::Device::flex();
+    let (_, meta) = model_from_bytes(EMBEDDED_MODEL, "embedded", &device).unwrap();
+    let mut other = meta.clone();
+    other.input = leuko::train::config::InputConfig::Crop {
+        size: 64,
+        margin: 0.0,
+        keep_aspect: false,
+        white_balance: false,
+    };
+    let net = meta.net.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("odd.leuko");
+    leuko::model::file::save_model(&odd, &net.init(&device), &other).unwrap();
+    let out = evaluate(
+        &[
+            &["--model", default, "--model", odd.to_str().unwrap()][..],
+            &common,
+        ]
+        .concat(),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("odd.leuko") && err.contains("same classes and input"),
+        "{err}"
+    );
+}

@@ -156,3 +156,36 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
     }
     assert_eq!(full.test, resumed.test);
 }
+
+#[test]
+fn resume_refuses_a_folder_of_another_experiment() {
+    let ds = dataset();
+    let split = reference_split(&ds);
+    let cfg = ExperimentConfig::parse(SMALL).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.toml"), cfg.to_toml()).unwrap();
+    split.write(&dir.path().join("split.json")).unwrap();
+
+    let mut other = cfg.clone();
+    other.net.dropout = 0.5;
+    let err = match train(&other, &ds, &split, &opts(dir.path(), true)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("resumed a run of another config"),
+    };
+    assert!(
+        err.contains("another config") && err.contains("config.toml"),
+        "{err}"
+    );
+
+    let mut moved = split.clone();
+    let photo = moved.train.pop().unwrap();
+    moved.test.push(photo);
+    let err = match train(&cfg, &ds, &moved, &opts(dir.path(), true)) {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("resumed a run on another split"),
+    };
+    assert!(err.contains("another split"), "{err}");
+    // Nothing was overwritten by the refused attempts.
+    let kept = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
+    assert_eq!(kept, cfg.to_toml());
+}

@@ -125,9 +125,10 @@ pub struct EvaluateArgs {
     #[command(flatten)]
     pub data: DataArgs,
     /// Model file written by `leuko train` (model.leuko); default: the embedded model, on the
-    /// split it was trained on.
+    /// split it was trained on. Given more than once: the ensemble of the models (mean of
+    /// their probabilities), which must share classes and input.
     #[arg(long, value_name = "FILE")]
-    pub model: Option<PathBuf>,
+    pub model: Vec<PathBuf>,
     /// Split whose test part is used (default: split.json beside the model, else the seed-42 grouped split).
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
@@ -164,24 +165,42 @@ pub enum Part {
 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let device = burn::tensor::Device::flex();
-    let (model, meta, model_name) = match &a.model {
-        Some(p) => {
-            let (m, meta) = leuko::model::file::load_model(p, &device)?;
-            (m, meta, p.display().to_string())
-        }
-        None => {
-            let (m, meta) = leuko::model::file::model_from_bytes(
-                leuko::predict::EMBEDDED_MODEL,
-                "embedded default model",
-                &device,
-            )?;
-            (m, meta, "the embedded default model".to_string())
-        }
-    };
+    let mut models = Vec::new();
+    for p in &a.model {
+        let (m, meta) = leuko::model::file::load_model(p, &device)?;
+        models.push((m, meta, p.display().to_string()));
+    }
+    if models.is_empty() {
+        let (m, meta) = leuko::model::file::model_from_bytes(
+            leuko::predict::EMBEDDED_MODEL,
+            "embedded default model",
+            &device,
+        )?;
+        models.push((m, meta, "the embedded default model".to_string()));
+    }
+    let meta = models[0].1.clone();
+    if let Some((_, other, name)) = models
+        .iter()
+        .find(|(_, m, _)| m.classes != meta.classes || m.input != meta.input)
+    {
+        anyhow::bail!(
+            "{name}: an ensemble needs models of the same classes and input; {} has {:?} / {:?}, this one {:?} / {:?}",
+            models[0].2,
+            meta.classes,
+            meta.input,
+            other.classes,
+            other.input
+        );
+    }
+    let model_name = models
+        .iter()
+        .map(|(_, _, n)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
     let dir = DataDir::resolve(a.data.data.as_deref())?;
     let classes = ClassSet::new(meta.classes.clone())?;
     let ds = Dataset::load(&dir, &classes)?;
-    let (split, split_name) = match (&a.model, &a.split) {
+    let (split, split_name) = match (a.model.first(), &a.split) {
         (None, None) => (
             leuko::split::Split::parse(
                 leuko::predict::EMBEDDED_SPLIT,
@@ -192,7 +211,6 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         ),
         (model, explicit) => {
             let beside = model
-                .as_ref()
                 .and_then(|m| m.parent())
                 .map(|p| p.join("split.json"))
                 .filter(|p| p.exists());
@@ -219,8 +237,20 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Val => (&split.val, "validation"),
     };
     let set = leuko::tensors::prepare_cast(&dir, samples, &classes, &meta.input, a.colour_cast)?;
-    let (_, preds, _) =
-        leuko::train::evaluate_set(&model, &set, 64, a.views, a.prior.weights(&meta))?;
+    // An ensemble averages the members' probabilities, each under its own prior.
+    let mut mean: Vec<Vec<f32>> = Vec::new();
+    for (model, member, _) in &models {
+        let (_, _, probs) =
+            leuko::train::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
+        if mean.is_empty() {
+            mean = probs;
+        } else {
+            for (acc, p) in mean.iter_mut().zip(&probs) {
+                acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
+        }
+    }
+    let preds: Vec<usize> = mean.iter().map(|p| leuko::train::argmax(p)).collect();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
@@ -240,16 +270,19 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => String::new(),
             };
+            let describe = match models.as_slice() {
+                [(_, m, _)] => format!("{}, epoch {}", m.experiment, m.epoch),
+                all => format!("ensemble of {}: mean of their probabilities", all.len()),
+            };
             let balance = if meta.input.white_balance() {
                 ", inputs white-balanced"
             } else {
                 ""
             };
             println!(
-                "model {} ({}, epoch {}) on the {} part of {} ({} photos, {}, {}{}{})\n",
+                "model {} ({}) on the {} part of {} ({} photos, {}, {}{}{})\n",
                 model_name,
-                meta.experiment,
-                meta.epoch,
+                describe,
                 part_name,
                 split_name,
                 set.len(),
@@ -288,6 +321,11 @@ pub struct CaseStudyArgs {
     /// case-study.json an earlier run left in --out.
     #[arg(long)]
     pub report_only: bool,
+    /// Continue an interrupted study in --out: stages finished there with the
+    /// same config and split are read back, an unfinished one resumes from its
+    /// checkpoint; a folder holding another experiment is an error.
+    #[arg(long)]
+    pub resume: bool,
     /// No progress bars or epoch lines.
     #[arg(long)]
     pub quiet: bool,
@@ -320,7 +358,8 @@ pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
             format!("Case study on the grouped split (seed {})", a.seed),
         ),
     };
-    let results = leuko::case_study::run(&ds, &splits, &a.stages, a.seed, &a.out, a.quiet)?;
+    let results =
+        leuko::case_study::run(&ds, &splits, &a.stages, a.seed, &a.out, a.resume, a.quiet)?;
     leuko::case_study::write_report(&a.out, &results, &title)?;
     print!("{}", leuko::case_study::markdown(&results, &title));
     eprintln!("wrote {}", a.out.join("case-study.md").display());

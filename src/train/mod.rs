@@ -229,7 +229,7 @@ fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
         .map_err(|e| LeukoError::Invalid(format!("reading a tensor: {e:?}")))
 }
 
-fn argmax(p: &[f32]) -> usize {
+pub fn argmax(p: &[f32]) -> usize {
     p.iter()
         .enumerate()
         .fold((0, f32::MIN), |b, (i, &v)| if v > b.1 { (i, v) } else { b })
@@ -290,6 +290,37 @@ pub fn evaluate_set(
     Ok((loss, preds, probs))
 }
 
+/// A run may be resumed only with the config and split it was started with:
+/// anything else would mix two experiments in one history. The epoch budget
+/// and patience are the exceptions, so that a finished run can be extended.
+pub fn check_resumable(rd: &RunDir, cfg: &ExperimentConfig, split: &Split) -> Result<()> {
+    let path = rd.config();
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(()); // nothing there yet: a fresh start
+    };
+    let earlier = ExperimentConfig::parse(&text)
+        .map_err(|e| LeukoError::Config(format!("{}: {e}", path.display())))?;
+    let mut now = cfg.clone();
+    now.train.epochs = earlier.train.epochs;
+    now.train.patience = earlier.train.patience;
+    if now != earlier {
+        return Err(LeukoError::Config(format!(
+            "{}: this run was started with another config; --resume continues only the same \
+             experiment (more epochs or patience allowed): choose another --out or remove the folder",
+            path.display()
+        )));
+    }
+    if let Ok(text) = std::fs::read_to_string(rd.split()) {
+        if text != split.to_json() {
+            return Err(LeukoError::Config(format!(
+                "{}: this run was started on another split; --resume continues only the same split",
+                rd.split().display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Trains `cfg` on `split` and evaluates the best epoch on the test part.
 pub fn train(
     cfg: &ExperimentConfig,
@@ -299,6 +330,9 @@ pub fn train(
 ) -> Result<TrainOutcome> {
     let classes = split.classes.clone();
     let rd = &opts.run_dir;
+    if opts.resume {
+        check_resumable(rd, cfg, split)?;
+    }
     rd.create()?;
     crate::fsutil::write_atomic(&rd.config(), cfg.to_toml().as_bytes())?;
     split.write(&rd.split())?;
@@ -385,6 +419,17 @@ pub fn train(
                 "nothing to resume in {}: starting afresh",
                 rd.root().display()
             );
+        }
+    }
+
+    if state.epochs_done == 0 {
+        // A fresh start: test metrics of an earlier run in this folder no longer
+        // describe it (and `case-study --resume` takes metrics.json as "finished").
+        match std::fs::remove_file(rd.metrics()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(LeukoError::io(rd.metrics(), e))
+            }
+            _ => {}
         }
     }
 
