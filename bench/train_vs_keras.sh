@@ -32,6 +32,6 @@ print(f"final net, batch 32, 128x128, 2 threads, median of {len(ours)} repetitio
 print(f"  leuko : {mo:7.1f} images/s  ({ours})")
 print(f"  keras : {mt:7.1f} images/s  ({theirs})")
 print(f"  ratio : {mo / mt:5.2f}x  (bar: >= 2x)")
-print(f"  leuko : {mo * flops_per_img:6.1f} GFLOP/s = {100 * mo * flops_per_img / last['peak_gflops']:.0f}% of {last['peak_gflops']:.0f} GFLOP/s fp32 peak (2 cores x 32 FLOP/cycle x 2.25 GHz)")
+print(f"  leuko : {mo * flops_per_img:6.1f} GFLOP/s = {100 * mo * flops_per_img / last['peak_gflops']:.0f}% of {last['peak_gflops']:.0f} GFLOP/s fp32 peak ({last['threads']} cores x 32 FLOP/cycle x {last['clock_ghz']:.2f} GHz, clock from {last['clock_source']})")
 PY
 rm -rf "$ANCHOR_DIR"

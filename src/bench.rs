@@ -9,10 +9,46 @@ use rand::Rng;
 use serde::Serialize;
 use std::time::Instant;
 
-/// Nominal clock of this machine's cores, for the share-of-peak figure.
-pub const NOMINAL_GHZ: f64 = 2.25;
+/// Clock assumed for the share-of-peak figure when the machine does not say its own
+/// (the nominal clock of the 2-core machine the project was first measured on).
+pub const FALLBACK_GHZ: f64 = 2.25;
 /// fp32 FLOP per cycle per core with AVX2 and two FMA units.
 pub const FLOP_PER_CYCLE: f64 = 32.0;
+
+/// The cores' nominal clock in GHz and where it was read: the "@ x.xxGHz" of the CPU's
+/// model name when it has one, else the first "cpu MHz" of /proc/cpuinfo (in a virtual
+/// machine, the host's nominal clock), else [`FALLBACK_GHZ`]. The machines the project
+/// runs on change, and a share of peak against another machine's clock means nothing.
+pub fn nominal_ghz() -> (f64, &'static str) {
+    match std::fs::read_to_string("/proc/cpuinfo") {
+        Ok(text) => parse_cpuinfo_ghz(&text).unwrap_or((FALLBACK_GHZ, "assumed")),
+        Err(_) => (FALLBACK_GHZ, "assumed"),
+    }
+}
+
+fn parse_cpuinfo_ghz(cpuinfo: &str) -> Option<(f64, &'static str)> {
+    let field = |name: &str| {
+        cpuinfo.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            (k.trim() == name).then(|| v.trim().to_string())
+        })
+    };
+    let from_model = field("model name").and_then(|m| {
+        let at = m.rsplit_once('@')?.1.trim().to_ascii_lowercase();
+        at.strip_suffix("ghz")?.trim().parse::<f64>().ok()
+    });
+    let from_mhz = || {
+        field("cpu MHz")
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|mhz| mhz / 1000.0)
+    };
+    match from_model {
+        Some(g) if g.is_finite() && g > 0.0 => Some((g, "model name")),
+        _ => from_mhz()
+            .filter(|g| g.is_finite() && *g > 0.0)
+            .map(|g| (g, "cpu MHz")),
+    }
+}
 
 /// One training-throughput measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +60,9 @@ pub struct TrainBench {
     pub ms_per_step_median: f64,
     pub images_per_s: f64,
     pub gflops: f64,
+    /// Clock the peak assumes, and where it was read (`nominal_ghz`).
+    pub clock_ghz: f64,
+    pub clock_source: &'static str,
     pub peak_gflops: f64,
     pub share_of_peak: f64,
 }
@@ -68,7 +107,8 @@ pub fn train_step(
     let images_per_s = batch as f64 / median;
     let threads = rayon::current_num_threads();
     let gflops = cfg.forward_flops(height, width) * 3.0 * images_per_s / 1e9;
-    let peak = threads as f64 * FLOP_PER_CYCLE * NOMINAL_GHZ;
+    let (clock_ghz, clock_source) = nominal_ghz();
+    let peak = threads as f64 * FLOP_PER_CYCLE * clock_ghz;
     TrainBench {
         net: blocks.to_vec(),
         input: [batch, 3, height, width],
@@ -77,6 +117,8 @@ pub fn train_step(
         ms_per_step_median: median * 1000.0,
         images_per_s,
         gflops,
+        clock_ghz,
+        clock_source,
         peak_gflops: peak,
         share_of_peak: gflops / peak,
     }
@@ -182,4 +224,20 @@ pub fn predict_latency(
         folder_threads: folder_threads.max(1),
         folder_photos_per_s: median(&mut rates),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpuinfo_ghz;
+
+    #[test]
+    fn clock_is_read_from_the_model_name_else_cpu_mhz() {
+        let intel = "processor\t: 0\nmodel name\t: Intel(R) Xeon(R) Gold 6148 CPU @ 2.40GHz\ncpu MHz\t\t: 3100.000\n";
+        assert_eq!(parse_cpuinfo_ghz(intel), Some((2.4, "model name")));
+        let vm = "processor\t: 0\nmodel name\t: AMD EPYC\ncpu MHz\t\t: 2596.138\n";
+        let (g, src) = parse_cpuinfo_ghz(vm).unwrap();
+        assert!((g - 2.596138).abs() < 1e-9 && src == "cpu MHz");
+        assert_eq!(parse_cpuinfo_ghz("processor\t: 0\n"), None);
+        assert_eq!(parse_cpuinfo_ghz("cpu MHz\t: nan\n"), None);
+    }
 }

@@ -230,10 +230,6 @@ fn tune_malloc() -> Result<()> {
     bail!("--malloc-tuned needs glibc")
 }
 
-/// Nominal fp32 peak of the 2-core AVX2 machine this was written for (2 cores x 32 FLOP/cycle x
-/// 2.25 GHz), for the percentage printed at the end.
-const PEAK_GFLOPS: f64 = 144.0;
-
 /// Prints one result row: forward and backward, stock and fast, speedups and throughput.
 fn print_row(name: &str, flop_img: f64, flops: [f64; 2], stock: Timing, fast: Timing, seed: f64) {
     let gf = |flops: f64, ms: f64| flops / ms / 1e6;
@@ -384,12 +380,18 @@ fn main() -> Result<()> {
         Timing { fwd: ff, bwd: fb },
         seed,
     );
+    // fp32 peak of the pool's cores at this machine's nominal clock.
+    let threads = rayon::current_num_threads();
+    let (ghz, clock_source) = leuko::bench::nominal_ghz();
+    let peak = threads as f64 * leuko::bench::FLOP_PER_CYCLE * ghz;
     println!(
         "all convolutions, forward + backward: stock {:.1} img/s, fast {:.1} img/s \
-         ({:.0}% of {PEAK_GFLOPS} GFLOP/s peak)",
+         ({:.0}% of {peak:.0} GFLOP/s fp32 peak: {threads} cores x {} FLOP/cycle x {ghz:.2} GHz, \
+         clock from {clock_source})",
         n as f64 / (sf + sb) * 1e3,
         n as f64 / (ff + fb) * 1e3,
-        (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / PEAK_GFLOPS * 100.0,
+        (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / peak * 100.0,
+        leuko::bench::FLOP_PER_CYCLE,
     );
     Ok(())
 }
