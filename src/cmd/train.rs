@@ -237,20 +237,21 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Val => (&split.val, "validation"),
     };
     let set = leuko::tensors::prepare_cast(&dir, samples, &classes, &meta.input, a.colour_cast)?;
-    // An ensemble averages the members' probabilities, each under its own prior.
-    let mut mean: Vec<Vec<f32>> = Vec::new();
+    // An ensemble averages the members' probabilities, each under its own prior; the sum
+    // picks the same class as the mean, so it is never divided.
+    let mut summed: Vec<Vec<f32>> = Vec::new();
     for (model, member, _) in &models {
         let (_, _, probs) =
             leuko::train::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
-        if mean.is_empty() {
-            mean = probs;
+        if summed.is_empty() {
+            summed = probs;
         } else {
-            for (acc, p) in mean.iter_mut().zip(&probs) {
+            for (acc, p) in summed.iter_mut().zip(&probs) {
                 acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
             }
         }
     }
-    let preds: Vec<usize> = mean.iter().map(|p| leuko::train::argmax(p)).collect();
+    let preds: Vec<usize> = summed.iter().map(|p| leuko::train::argmax(p)).collect();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
