@@ -20,7 +20,13 @@ pub fn write_atomic_with(
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir).map_err(|e| LeukoError::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| {
+        LeukoError::Invalid(format!(
+            "{}: cannot create its folder {}: {e}",
+            path.display(),
+            dir.display()
+        ))
+    })?;
     let file_name = path
         .file_name()
         .ok_or_else(|| LeukoError::Invalid(format!("{}: not a file path", path.display())))?;

@@ -172,3 +172,39 @@ fn an_ensemble_of_one_model_twice_scores_as_the_model_and_mismatches_are_refused
         "{err}"
     );
 }
+
+#[test]
+fn evaluate_draws_one_tile_per_misclassified_photo() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("errors.png");
+    let out = evaluate(&["--format", "json", "--errors", png.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let counts: Vec<Vec<u64>> = serde_json::from_value(m["confusion"]["counts"].clone()).unwrap();
+    let total: u64 = counts.iter().flatten().sum();
+    let right: u64 = (0..counts.len()).map(|i| counts[i][i]).sum();
+    let wrong = (total - right) as usize;
+    assert!(
+        wrong > 0,
+        "the default model is not perfect on its test part"
+    );
+    let img = image::open(&png).expect("a PNG is written");
+    assert_eq!(
+        (img.width(), img.height()),
+        leuko::train::plots::error_gallery_size(wrong),
+        "{wrong} errors"
+    );
+    // A place that cannot hold a file (under a file) is an error that names it.
+    let blocked = png.join("gallery.png");
+    let out = evaluate(&["--errors", blocked.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("gallery.png"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -6,6 +6,7 @@ use anyhow::Context;
 use leuko::data::{ClassSet, DataDir, Dataset};
 use leuko::split::{make_folds, make_split, Split};
 use leuko::train::config::ExperimentConfig;
+use leuko::train::plots::ErrorTile;
 use leuko::train::{train, RunDir, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -150,6 +151,10 @@ pub struct EvaluateArgs {
     /// how the model would fare on the same smears under another microscope.
     #[arg(long, value_name = "R,G,B")]
     pub colour_cast: Option<leuko::tensors::ColourCast>,
+    /// Also draw the misclassified photos (the crops the network saw, captioned with photo
+    /// number, true and predicted class and confidence, most confident first) into this PNG.
+    #[arg(long, value_name = "FILE.png")]
+    pub errors: Option<PathBuf>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
@@ -253,6 +258,28 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     }
     let preds: Vec<usize> = summed.iter().map(|p| leuko::train::argmax(p)).collect();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
+    if let Some(path) = &a.errors {
+        let tiles: Vec<ErrorTile> = (0..set.len())
+            .filter(|&i| preds[i] != set.labels[i])
+            .map(|i| ErrorTile {
+                image_id: set.ids[i],
+                image: &set.images[i],
+                truth: meta.classes[set.labels[i]].as_str(),
+                predicted: meta.classes[preds[i]].as_str(),
+                confidence: summed[i][preds[i]] / models.len() as f32,
+            })
+            .collect();
+        let title = format!(
+            "{} of {} {} photos misclassified (true → predicted), most confident first",
+            tiles.len(),
+            set.len(),
+            part_name
+        );
+        leuko::train::plots::error_gallery(path, &tiles, &title)?;
+        if a.format == Format::Table {
+            eprintln!("wrote {} ({} photos)", path.display(), tiles.len());
+        }
+    }
     match a.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
         Format::Table => {

@@ -210,3 +210,147 @@ pub fn confusion(path: &Path, m: &Metrics, title: &str) -> Result<()> {
     let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| err("buffer"))?;
     save_png(path, &img)
 }
+
+/// One misclassified photo for [`error_gallery`]: the network's input and what went wrong.
+pub struct ErrorTile<'a> {
+    pub image_id: u32,
+    pub image: &'a RgbImage,
+    pub truth: &'a str,
+    pub predicted: &'a str,
+    /// Probability of the predicted class.
+    pub confidence: f32,
+}
+
+/// Tiles per row of [`error_gallery`].
+pub const GALLERY_COLUMNS: usize = 6;
+const TILE: u32 = 160;
+const CAPTION: u32 = 34;
+const GALLERY_TOP: u32 = 40;
+
+/// Width and height in pixels of the gallery of `errors` tiles (one row at least, for the
+/// "no errors" line): one tile per error, [`GALLERY_COLUMNS`] to a row.
+pub fn error_gallery_size(errors: usize) -> (u32, u32) {
+    let rows = errors.div_ceil(GALLERY_COLUMNS).max(1) as u32;
+    (
+        GALLERY_COLUMNS as u32 * TILE + 20,
+        GALLERY_TOP + rows * (TILE + CAPTION) + 10,
+    )
+}
+
+/// The misclassified photos as a grid of the crops the network saw, each captioned with its
+/// photo number, true and predicted class and the confidence, most confident errors first:
+/// those are where a wrong label or a systematic confusion shows, and people judge them by eye.
+pub fn error_gallery(path: &Path, tiles: &[ErrorTile], title: &str) -> Result<()> {
+    ensure_font();
+    let mut order: Vec<&ErrorTile> = tiles.iter().collect();
+    order.sort_by(|a, b| {
+        b.confidence
+            .total_cmp(&a.confidence)
+            .then(a.image_id.cmp(&b.image_id))
+    });
+    let cols = GALLERY_COLUMNS as u32;
+    let top = GALLERY_TOP;
+    let (w, h) = error_gallery_size(order.len());
+    let mut buf = vec![255u8; (w * h * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(err)?;
+        let font = |size: i32| {
+            ("sans-serif", size).into_font().color(&BLACK).pos(
+                plotters::style::text_anchor::Pos::new(
+                    plotters::style::text_anchor::HPos::Center,
+                    plotters::style::text_anchor::VPos::Center,
+                ),
+            )
+        };
+        root.draw(&Text::new(
+            title.to_string(),
+            ((w / 2) as i32, 20),
+            font(17),
+        ))
+        .map_err(err)?;
+        if order.is_empty() {
+            root.draw(&Text::new(
+                "no errors".to_string(),
+                ((w / 2) as i32, (top + TILE / 2) as i32),
+                font(15),
+            ))
+            .map_err(err)?;
+        }
+        for (k, t) in order.iter().enumerate() {
+            let x0 = 10 + (k as u32 % cols) * TILE;
+            let y0 = top + (k as u32 / cols) * (TILE + CAPTION);
+            let side = TILE - 8;
+            let crop =
+                image::imageops::resize(t.image, side, side, image::imageops::FilterType::Triangle);
+            let pixels = crop
+                .enumerate_pixels()
+                .map(|(x, y, p)| ((x0 + 4 + x) as i32, (y0 + y) as i32, p.0));
+            for (x, y, [r, g, b]) in pixels {
+                root.draw_pixel((x, y), &RGBColor(r, g, b)).map_err(err)?;
+            }
+            let cx = (x0 + TILE / 2) as i32;
+            root.draw(&Text::new(
+                format!("#{}  {} →", t.image_id, short(t.truth)),
+                (cx, (y0 + side + 10) as i32),
+                font(12),
+            ))
+            .map_err(err)?;
+            root.draw(&Text::new(
+                format!("{} ({:.2})", short(t.predicted), t.confidence),
+                (cx, (y0 + side + 25) as i32),
+                font(12),
+            ))
+            .map_err(err)?;
+        }
+        root.present().map_err(err)?;
+    }
+    let img = RgbImage::from_raw(w, h, buf).ok_or_else(|| err("buffer"))?;
+    save_png(path, &img)
+}
+
+/// "NEUTROPHIL" → "neutrophil": captions are read, not shouted.
+fn short(class: &str) -> String {
+    class.to_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_gallery_has_a_tile_per_error_and_a_line_when_there_are_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let crop = RgbImage::from_pixel(128, 128, image::Rgb([120, 80, 200]));
+        let tiles: Vec<ErrorTile> = (0..7)
+            .map(|i| ErrorTile {
+                image_id: i,
+                image: &crop,
+                truth: "NEUTROPHIL",
+                predicted: "EOSINOPHIL",
+                confidence: 0.5 + i as f32 / 20.0,
+            })
+            .collect();
+        let path = dir.path().join("errors.png");
+        error_gallery(&path, &tiles, "seven").unwrap();
+        let img = image::open(&path).unwrap().to_rgb8();
+        assert_eq!(img.dimensions(), error_gallery_size(7));
+        assert_eq!(
+            error_gallery_size(7).1,
+            error_gallery_size(12).1,
+            "two rows"
+        );
+        assert!(error_gallery_size(13).1 > error_gallery_size(12).1);
+        // The crop's colour is drawn at the first tile's place.
+        assert_eq!(
+            img.get_pixel(10 + 4 + 50, GALLERY_TOP + 50).0,
+            [120, 80, 200]
+        );
+
+        let empty = dir.path().join("none.png");
+        error_gallery(&empty, &[], "none").unwrap();
+        let img = image::open(&empty).unwrap();
+        assert_eq!((img.width(), img.height()), error_gallery_size(0));
+        assert_eq!(error_gallery_size(0), error_gallery_size(1));
+    }
+}
