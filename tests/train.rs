@@ -67,9 +67,21 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
         rd.metrics(),
         rd.curves(),
         rd.confusion(),
+        rd.test_errors(),
     ] {
         assert!(p.is_file(), "{} missing", p.display());
     }
+    // One gallery tile per misclassified test photo.
+    let wrong = (0..out.test.confusion.counts.len())
+        .map(|i| {
+            out.test.confusion.counts[i].iter().sum::<usize>() - out.test.confusion.counts[i][i]
+        })
+        .sum::<usize>();
+    let gallery = image::open(rd.test_errors()).unwrap();
+    assert_eq!(
+        (gallery.width(), gallery.height()),
+        leuko::train::plots::error_gallery_size(wrong)
+    );
     let history = std::fs::read_to_string(rd.history()).unwrap();
     assert_eq!(history.lines().count(), out.history.len() + 1);
     // The run directory's config reproduces the one used.

@@ -608,7 +608,7 @@ pub fn train(
     .map(|t| t.max(MIN_REVIEW_THRESHOLD));
     crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
     let val = Metrics::compute(classes.labels(), &val_set.labels, &val_preds);
-    let (_, test_preds, _) = evaluate_set(
+    let (_, test_preds, test_probs) = evaluate_set(
         &best_model,
         &test_set,
         opts.eval_batch,
@@ -651,6 +651,26 @@ pub fn train(
         &rd.confusion(),
         &test,
         &format!("{}: test confusion matrix", cfg.name),
+    )?;
+    let errors: Vec<plots::ErrorTile> = (0..test_set.len())
+        .filter(|&i| test_preds[i] != test_set.labels[i])
+        .map(|i| plots::ErrorTile {
+            image_id: test_set.ids[i],
+            image: &test_set.images[i],
+            truth: classes.labels()[test_set.labels[i]].as_str(),
+            predicted: classes.labels()[test_preds[i]].as_str(),
+            confidence: test_probs[i][test_preds[i]],
+        })
+        .collect();
+    plots::error_gallery(
+        &rd.test_errors(),
+        &errors,
+        &format!(
+            "{}: {} of {} test photos misclassified (true → predicted), most confident first",
+            cfg.name,
+            errors.len(),
+            test_set.len()
+        ),
     )?;
     Ok(TrainOutcome {
         model: best_model,

@@ -8,6 +8,7 @@
 //! metrics.json    test metrics of the best epoch
 //! curves.png      loss and kappa per epoch
 //! confusion.png   test confusion matrix
+//! test-errors.png the misclassified test photos' crops, true / predicted class, confidence
 //! augmented.png   examples of augmented training inputs (when augmenting)
 //! checkpoint/     last epoch's weights, optimizer and state, for --resume
 //! ```
@@ -55,6 +56,9 @@ impl RunDir {
     }
     pub fn confusion(&self) -> PathBuf {
         self.root.join("confusion.png")
+    }
+    pub fn test_errors(&self) -> PathBuf {
+        self.root.join("test-errors.png")
     }
     pub fn augment_grid(&self) -> PathBuf {
         self.root.join("augmented.png")
