@@ -6,7 +6,6 @@ use anyhow::Context;
 use leuko::data::{ClassSet, DataDir, Dataset};
 use leuko::split::{make_folds, make_split, Split};
 use leuko::train::config::ExperimentConfig;
-use leuko::train::plots::ErrorTile;
 use leuko::train::{train, RunDir, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -259,16 +258,9 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let preds: Vec<usize> = summed.iter().map(|p| leuko::train::argmax(p)).collect();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     if let Some(path) = &a.errors {
-        let tiles: Vec<ErrorTile> = (0..set.len())
-            .filter(|&i| preds[i] != set.labels[i])
-            .map(|i| ErrorTile {
-                image_id: set.ids[i],
-                image: &set.images[i],
-                truth: meta.classes[set.labels[i]].as_str(),
-                predicted: meta.classes[preds[i]].as_str(),
-                confidence: summed[i][preds[i]] / models.len() as f32,
-            })
-            .collect();
+        let tiles = leuko::train::plots::error_tiles(&set, &meta.classes, &preds, |i| {
+            summed[i][preds[i]] / models.len() as f32
+        });
         let title = format!(
             "{} of {} {} photos misclassified (true → predicted), most confident first",
             tiles.len(),

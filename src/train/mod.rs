@@ -652,16 +652,9 @@ pub fn train(
         &test,
         &format!("{}: test confusion matrix", cfg.name),
     )?;
-    let errors: Vec<plots::ErrorTile> = (0..test_set.len())
-        .filter(|&i| test_preds[i] != test_set.labels[i])
-        .map(|i| plots::ErrorTile {
-            image_id: test_set.ids[i],
-            image: &test_set.images[i],
-            truth: classes.labels()[test_set.labels[i]].as_str(),
-            predicted: classes.labels()[test_preds[i]].as_str(),
-            confidence: test_probs[i][test_preds[i]],
-        })
-        .collect();
+    let errors = plots::error_tiles(&test_set, classes.labels(), &test_preds, |i| {
+        test_probs[i][test_preds[i]]
+    });
     plots::error_gallery(
         &rd.test_errors(),
         &errors,

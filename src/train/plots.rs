@@ -1,15 +1,28 @@
 //! Pictures of a training run: learning curves and the confusion matrix.
 
 use super::EpochRecord;
+use crate::data::ClassLabel;
 use crate::error::{LeukoError, Result};
 use crate::metrics::Metrics;
 use crate::plot::{ensure_font, save_png};
+use crate::tensors::InputSet;
 use image::RgbImage;
 use plotters::prelude::*;
 use std::path::Path;
 
 fn err(e: impl std::fmt::Display) -> LeukoError {
     LeukoError::Invalid(format!("drawing a chart failed: {e}"))
+}
+
+/// Black sans-serif text of `size` px, centred on its anchor point.
+fn centred(size: i32) -> TextStyle<'static> {
+    ("sans-serif", size)
+        .into_font()
+        .color(&BLACK)
+        .pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Center,
+        ))
 }
 
 /// Reads one figure of an epoch.
@@ -111,14 +124,7 @@ pub fn confusion(path: &Path, m: &Metrics, title: &str) -> Result<()> {
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let text = |_s: &str, size: i32| {
-            ("sans-serif", size).into_font().color(&BLACK).pos(
-                plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Center,
-                ),
-            )
-        };
+        let text = |_s: &str, size: i32| centred(size);
         root.draw(&Text::new(
             title.to_string(),
             ((w / 2) as i32, 20),
@@ -221,6 +227,26 @@ pub struct ErrorTile<'a> {
     pub confidence: f32,
 }
 
+/// The tiles of `set`'s misclassified photos; `confidence(i)` is the probability the
+/// prediction gave its class for photo `i`.
+pub fn error_tiles<'a>(
+    set: &'a InputSet,
+    classes: &'a [ClassLabel],
+    preds: &[usize],
+    confidence: impl Fn(usize) -> f32,
+) -> Vec<ErrorTile<'a>> {
+    (0..set.len())
+        .filter(|&i| preds[i] != set.labels[i])
+        .map(|i| ErrorTile {
+            image_id: set.ids[i],
+            image: &set.images[i],
+            truth: classes[set.labels[i]].as_str(),
+            predicted: classes[preds[i]].as_str(),
+            confidence: confidence(i),
+        })
+        .collect()
+}
+
 /// Tiles per row of [`error_gallery`].
 pub const GALLERY_COLUMNS: usize = 6;
 const TILE: u32 = 160;
@@ -255,14 +281,7 @@ pub fn error_gallery(path: &Path, tiles: &[ErrorTile], title: &str) -> Result<()
     {
         let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
         root.fill(&WHITE).map_err(err)?;
-        let font = |size: i32| {
-            ("sans-serif", size).into_font().color(&BLACK).pos(
-                plotters::style::text_anchor::Pos::new(
-                    plotters::style::text_anchor::HPos::Center,
-                    plotters::style::text_anchor::VPos::Center,
-                ),
-            )
-        };
+        let font = centred;
         root.draw(&Text::new(
             title.to_string(),
             ((w / 2) as i32, 20),
