@@ -242,7 +242,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     };
     let set = leuko::tensors::prepare_cast(&dir, samples, &classes, &meta.input, a.colour_cast)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
-    // picks the same class as the mean, so it is never divided.
+    // picks the same class as the mean, so it is divided only where a probability is shown.
     let mut summed: Vec<Vec<f32>> = Vec::new();
     for (model, member, _) in &models {
         let (_, _, probs) =
