@@ -105,12 +105,20 @@ fn add_relu_pool_matches_stock_layers_and_gradients() {
 
 #[test]
 fn batch_norm_matches_stock_batch_norm_train_and_gradients() {
+    // Channel counts below, at and past the kernels' groups of four channels.
+    for (c, seed) in [(3, 7), (4, 17), (6, 27), (9, 37)] {
+        batch_norm_matches_stock(c, seed);
+    }
+}
+
+fn batch_norm_matches_stock(c: usize, seed: u64) {
     let device = Device::flex().autodiff();
-    let x = (random([4, 3, 6, 5], 7, &device) * 3.0 + 1.0).require_grad();
-    let gamma = (random([3], 8, &device) + 1.5).require_grad();
-    let beta = random([3], 9, &device).require_grad();
+    let dims = [4, c, 6, 5];
+    let x = (random(dims, seed, &device) * 3.0 + 1.0).require_grad();
+    let gamma = (random([c], seed + 1, &device) + 1.5).require_grad();
+    let beta = random([c], seed + 2, &device).require_grad();
     let (out, mean, var) = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), 1e-3);
-    let w = random([4, 3, 6, 5], 10, &device);
+    let w = random(dims, seed + 3, &device);
     let g = (out.clone() * w.clone()).sum().backward();
 
     let x2 = Tensor::from_data(x.to_data(), &device).require_grad();
@@ -118,23 +126,24 @@ fn batch_norm_matches_stock_batch_norm_train_and_gradients() {
     let b2 = Tensor::from_data(beta.to_data(), &device).require_grad();
     let r = burn::tensor::module::batch_norm_train(x2.clone(), g2t.clone(), b2.clone(), 1e-3);
     let g2 = (r.output.clone() * w).sum().backward();
-    assert_close(&values(out), &values(r.output), "bn forward");
-    assert_close(&values(mean), &values(r.mean), "bn mean");
-    assert_close(&values(var), &values(r.variance), "bn variance");
+    let what = |part: &str| format!("bn {part}, {c} channels");
+    assert_close(&values(out), &values(r.output), &what("forward"));
+    assert_close(&values(mean), &values(r.mean), &what("mean"));
+    assert_close(&values(var), &values(r.variance), &what("variance"));
     assert_close(
         &values(x.grad(&g).unwrap()),
         &values(x2.grad(&g2).unwrap()),
-        "bn gradient (x)",
+        &what("gradient (x)"),
     );
     assert_close(
         &values(gamma.grad(&g).unwrap()),
         &values(g2t.grad(&g2).unwrap()),
-        "bn gradient (gamma)",
+        &what("gradient (gamma)"),
     );
     assert_close(
         &values(beta.grad(&g).unwrap()),
         &values(b2.grad(&g2).unwrap()),
-        "bn gradient (beta)",
+        &what("gradient (beta)"),
     );
 }
 

@@ -444,3 +444,4 @@ impl ConvShape {
 }
 
 mod kernels;
+pub(super) use kernels::output_buffer;

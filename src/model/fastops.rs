@@ -24,6 +24,7 @@ use burn::backend::{
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 /// Elements per parallel task of the elementwise passes (large enough to amortise scheduling,
@@ -105,11 +106,13 @@ pub fn batch_norm_train(
         x.clone().detach().into_dispatch(),
     ));
     let mean = stats.clone().narrow(0, 0, c);
-    let var = stats.narrow(0, c, c);
+    let var = stats.clone().narrow(0, c, c);
+    let stats_all = stats;
     let out = Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
+        stats_all.into_dispatch(),
         epsilon,
     ));
     (out, mean, var)
@@ -146,10 +149,14 @@ pub trait FastOpsBackend: Backend {
     fn fast_add_relu_pool(y: FloatTensor<Self>, skip: FloatTensor<Self>) -> FloatTensor<Self>;
     /// Per-channel mean (first `C` values) and biased variance (next `C`); not differentiable.
     fn fast_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Batch norm with the batch's statistics, given as computed by [`Self::fast_batch_stats`]
+    /// (so that they are computed once per layer), differentiable with respect to `x`, `gamma`
+    /// and `beta`.
     fn fast_bn_train(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
         beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
         epsilon: f64,
     ) -> FloatTensor<Self>;
     /// Batch norm with given statistics (inference): one pass instead of four broadcasts.
@@ -163,7 +170,7 @@ pub trait FastOpsBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-use super::fastconv::{contiguous, f32s, from_vec, FlexTensor};
+use super::fastconv::{contiguous, f32s, from_vec, output_buffer, FlexTensor};
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
 impl FastOpsBackend for Flex {
@@ -188,12 +195,14 @@ impl FastOpsBackend for Flex {
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
+        stats: FlexTensor,
         epsilon: f64,
     ) -> FlexTensor {
         bn_fwd(
             &contiguous(x),
             &contiguous(gamma),
             &contiguous(beta),
+            &contiguous(stats),
             epsilon,
         )
         .0
@@ -289,8 +298,11 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         x: AdTensor<C>,
         gamma: AdTensor<C>,
         beta: AdTensor<C>,
+        stats: AdTensor<C>,
         epsilon: f64,
     ) -> AdTensor<C> {
+        // Detached statistics: the gradient through them is in `BnTrainStep`'s formula.
+        let stats = contiguous(stats.into_primitive());
         match BnTrainStep
             .prepare::<C>([x.node(), gamma.node(), beta.node()])
             .compute_bound()
@@ -303,6 +315,7 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
                     &contiguous(x.into_primitive()),
                     &contiguous(gamma.into_primitive()),
                     &contiguous(beta.into_primitive()),
+                    &stats,
                     epsilon,
                 );
                 prep.finish((x_id, g_id, Arc::new((mean, inv_std))), out)
@@ -312,6 +325,7 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
                     &contiguous(x.into_primitive()),
                     &contiguous(gamma.into_primitive()),
                     &contiguous(beta.into_primitive()),
+                    &stats,
                     epsilon,
                 )
                 .0,
@@ -334,12 +348,11 @@ impl Backward<Flex, 1> for ReluDropoutStep {
             let (out, s) = ops.state;
             let (out, grad) = (contiguous(out), contiguous(grad));
             let (o, g) = (f32s(&out), f32s(&grad));
-            let mut dx = vec![0f32; o.len()];
-            dx.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, d)| {
+            let dx = par_fill(o.len(), CHUNK, |ci, d| {
                 let base = ci * CHUNK;
-                for (j, v) in d.iter_mut().enumerate() {
-                    let i = base + j;
-                    *v = if o[i] > 0.0 { g[i] * s } else { 0.0 };
+                let (o, g) = (&o[base..base + d.len()], &g[base..base + d.len()]);
+                for (v, (&o, &g)) in d.iter_mut().zip(o.iter().zip(g)) {
+                    v.write(if o > 0.0 { g * s } else { 0.0 });
                 }
             });
             grads.register::<Flex>(node.id, from_vec(dx, out.shape().to_vec()));
@@ -361,18 +374,33 @@ impl Backward<Flex, 2> for AddReluPoolStep {
         let (idx, [n, c, h, w]) = ops.state;
         let (ho, wo) = (h / 2, w / 2);
         let g = f32s(&grad);
-        let mut dx = vec![0f32; n * c * h * w];
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, d)| {
+        // Every input element is written once: its window's gradient if it won, else 0.
+        let dx = par_fill(n * c * h * w, h * w, |plane, d| {
             let gi = &g[plane * ho * wo..(plane + 1) * ho * wo];
             let ii = &idx[plane * ho * wo..(plane + 1) * ho * wo];
             for oy in 0..ho {
-                for ox in 0..wo {
-                    let k = ii[oy * wo + ox];
-                    if k != NONE {
-                        let (dy, dxo) = ((k >> 1) as usize, (k & 1) as usize);
-                        d[(2 * oy + dy) * w + 2 * ox + dxo] = gi[oy * wo + ox];
-                    }
+                let (top, rest) = d[2 * oy * w..].split_at_mut(w);
+                let bottom = &mut rest[..w];
+                let (gr, ir) = (&gi[oy * wo..(oy + 1) * wo], &ii[oy * wo..(oy + 1) * wo]);
+                for (((t, b), &gv), &k) in top
+                    .chunks_exact_mut(2)
+                    .zip(bottom.chunks_exact_mut(2))
+                    .zip(gr)
+                    .zip(ir)
+                {
+                    let pick = |q: u8| if k == q { gv } else { 0.0 };
+                    t[0].write(pick(0));
+                    t[1].write(pick(1));
+                    b[0].write(pick(2));
+                    b[1].write(pick(3));
                 }
+                if w % 2 == 1 {
+                    top[w - 1].write(0.0);
+                    bottom[w - 1].write(0.0);
+                }
+            }
+            for v in &mut d[2 * ho * w..] {
+                v.write(0.0);
             }
         });
         let dx = from_vec(dx, vec![n, c, h, w]);
@@ -405,35 +433,25 @@ impl Backward<Flex, 3> for BnTrainStep {
         let (xs, gs, dys) = (f32s(&x), f32s(&gamma), f32s(&grad));
         let (mean, inv_std) = (&stats.0, &stats.1);
         // Per channel: sum(dy) and sum(dy * xhat).
-        let sums: Vec<(f64, f64)> = (0..c)
-            .into_par_iter()
-            .map(|ch| {
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for img in 0..n {
-                    let o = (img * c + ch) * hw;
-                    let (mut a, mut b) = (0f32, 0f32);
-                    for i in o..o + hw {
-                        a += dys[i];
-                        b += dys[i] * (xs[i] - mean[ch]);
-                    }
-                    s1 += a as f64;
-                    s2 += b as f64 * inv_std[ch] as f64;
-                }
-                (s1, s2)
-            })
-            .collect();
+        let sums: Vec<(f64, f64)> = per_channel_group(c, |ch0, g| match g {
+            4 => grad_sums::<4>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+            3 => grad_sums::<3>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+            2 => grad_sums::<2>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+            _ => grad_sums::<1>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+        });
         if let Some(node) = node_x {
             let m = (n * hw) as f64;
-            let mut dx = vec![0f32; xs.len()];
-            dx.par_chunks_mut(hw).enumerate().for_each(|(plane, d)| {
+            let dx = par_fill(xs.len(), hw, |plane, d| {
                 let ch = plane % c;
                 let o = plane * hw;
                 let k = gs[ch] * inv_std[ch];
                 let mdy = (sums[ch].0 / m) as f32;
                 let mdyx = (sums[ch].1 / m) as f32;
-                for (j, v) in d.iter_mut().enumerate() {
-                    let xhat = (xs[o + j] - mean[ch]) * inv_std[ch];
-                    *v = k * (dys[o + j] - mdy - xhat * mdyx);
+                let (mu, is) = (mean[ch], inv_std[ch]);
+                let (x, dy) = (&xs[o..o + d.len()], &dys[o..o + d.len()]);
+                for (v, (&x, &dy)) in d.iter_mut().zip(x.iter().zip(dy)) {
+                    let xhat = (x - mu) * is;
+                    v.write(k * (dy - mdy - xhat * mdyx));
                 }
             });
             grads.register::<Flex>(node.id, from_vec(dx, vec![n, c, h, w]));
@@ -479,25 +497,88 @@ fn keep_scale(seed: u64, i: usize, threshold: u32, scale: f32) -> f32 {
 fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
     let xs = f32s(x);
     let (t, s) = (threshold(p), scale(p));
-    let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
+    let out = par_fill(xs.len(), CHUNK, |ci, o| {
         let base = ci * CHUNK;
+        let src = &xs[base..base + o.len()];
         if p == 0.0 {
-            for (j, v) in o.iter_mut().enumerate() {
-                *v = xs[base + j].max(0.0);
+            for (v, &x) in o.iter_mut().zip(src) {
+                v.write(x.max(0.0));
             }
         } else {
-            for (j, v) in o.iter_mut().enumerate() {
-                let xv = xs[base + j];
-                *v = if xv > 0.0 {
-                    xv * keep_scale(seed, base + j, t, s)
-                } else {
-                    0.0
-                };
-            }
+            dropout_chunk(src, o, base, seed, t, s);
         }
     });
     from_vec(out, x.shape().to_vec())
+}
+
+/// `relu(x) * keep_scale(i)` for the chunk `src` of elements `base ..`.
+///
+/// The hash is 64-bit integer arithmetic per element; with AVX-512DQ's 64-bit vector multiply
+/// the compiler vectorises it, which takes dropout from one of the slowest passes of a step to
+/// a memory-bound one. Same function on every path, so masks do not depend on the CPU.
+fn dropout_chunk(
+    src: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    base: usize,
+    seed: u64,
+    t: u32,
+    s: f32,
+) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f")
+            && std::arch::is_x86_feature_detected!("avx512dq")
+        {
+            // SAFETY: the target features were detected on this CPU.
+            return unsafe { dropout_chunk_avx512(src, out, base, seed, t, s) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { dropout_chunk_avx2(src, out, base, seed, t, s) };
+        }
+    }
+    dropout_chunk_portable(src, out, base, seed, t, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq,avx512vl")]
+unsafe fn dropout_chunk_avx512(
+    src: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    base: usize,
+    seed: u64,
+    t: u32,
+    s: f32,
+) {
+    dropout_chunk_portable(src, out, base, seed, t, s)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn dropout_chunk_avx2(
+    src: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    base: usize,
+    seed: u64,
+    t: u32,
+    s: f32,
+) {
+    dropout_chunk_portable(src, out, base, seed, t, s)
+}
+
+#[inline(always)]
+fn dropout_chunk_portable(
+    src: &[f32],
+    out: &mut [MaybeUninit<f32>],
+    base: usize,
+    seed: u64,
+    t: u32,
+    s: f32,
+) {
+    for (j, (v, &x)) in out.iter_mut().zip(src).enumerate() {
+        let k = keep_scale(seed, base + j, t, s);
+        v.write(if x > 0.0 { x * k } else { 0.0 });
+    }
 }
 
 /// Pooled `relu(y + skip)` and, when `want_idx`, each window's winner.
@@ -519,12 +600,19 @@ fn pool_fwd(y: &FlexTensor, skip: &FlexTensor, want_idx: bool) -> (FlexTensor, V
         let base = plane * h * w;
         let mut ix = ix;
         for oy in 0..ho {
-            for ox in 0..wo {
+            let r = base + 2 * oy * w;
+            let (y0, y1) = (&ys[r..r + 2 * wo], &ys[r + w..r + w + 2 * wo]);
+            let (s0, s1) = (&ss[r..r + 2 * wo], &ss[r + w..r + w + 2 * wo]);
+            let windows = y0
+                .chunks_exact(2)
+                .zip(s0.chunks_exact(2))
+                .zip(y1.chunks_exact(2).zip(s1.chunks_exact(2)));
+            for (ox, ((y0, s0), (y1, s1))) in windows.enumerate() {
+                // Window order (0,0), (0,1), (1,0), (1,1); the first strict maximum wins.
+                let v = [y0[0] + s0[0], y0[1] + s0[1], y1[0] + s1[0], y1[1] + s1[1]];
                 let mut best = 0f32;
                 let mut k = NONE;
-                for (q, (dy, dx)) in [(0, 0), (0, 1), (1, 0), (1, 1)].into_iter().enumerate() {
-                    let i = base + (2 * oy + dy) * w + 2 * ox + dx;
-                    let v = ys[i] + ss[i];
+                for (q, &v) in v.iter().enumerate() {
                     if v > best {
                         best = v;
                         k = q as u8;
@@ -550,45 +638,137 @@ fn pool_fwd(y: &FlexTensor, skip: &FlexTensor, want_idx: bool) -> (FlexTensor, V
     (from_vec(out, vec![n, c, ho, wo]), idx)
 }
 
-/// Per-channel mean and biased variance (two passes, f64 totals).
-fn batch_stats(xs: &[f32], &[n, c, h, w]: &[usize; 4]) -> (Vec<f32>, Vec<f32>) {
-    let hw = h * w;
-    let m = (n * hw).max(1) as f64;
-    let r: Vec<(f32, f32)> = (0..c)
+/// Channels whose sums one task accumulates side by side.
+///
+/// Each channel's sum is one sequential chain of floating-point adds (its order fixes the
+/// result's last bits), so a single chain runs at one add per add-latency. Interleaving the
+/// chains of several channels keeps the adder busy without reordering any chain.
+const GROUP: usize = 4;
+
+/// `f(first_channel, channels)` over groups of up to [`GROUP`] consecutive channels, in
+/// parallel; the results, one per channel, in channel order.
+fn per_channel_group<T: Send>(
+    c: usize,
+    f: impl Fn(usize, usize) -> Vec<T> + Sync + Send,
+) -> Vec<T> {
+    let groups: Vec<Vec<T>> = (0..c.div_ceil(GROUP))
         .into_par_iter()
-        .map(|ch| {
-            let mut s = 0f64;
-            for img in 0..n {
-                let o = (img * c + ch) * hw;
-                s += xs[o..o + hw].iter().map(|&v| v as f64).sum::<f64>();
-            }
-            let mean = s / m;
-            let mut q = 0f64;
-            for img in 0..n {
-                let o = (img * c + ch) * hw;
-                q += xs[o..o + hw]
-                    .iter()
-                    .map(|&v| {
-                        let d = v as f64 - mean;
-                        d * d
-                    })
-                    .sum::<f64>();
-            }
-            (mean as f32, (q / m) as f32)
+        .map(|g| {
+            let ch0 = g * GROUP;
+            f(ch0, GROUP.min(c - ch0))
         })
         .collect();
+    groups.into_iter().flatten().collect()
+}
+
+/// The planes of channels `ch0 .. ch0 + G` in image `img`.
+fn planes<const G: usize>(xs: &[f32], img: usize, c: usize, hw: usize, ch0: usize) -> [&[f32]; G] {
+    std::array::from_fn(|k| {
+        let o = (img * c + ch0 + k) * hw;
+        &xs[o..o + hw]
+    })
+}
+
+/// Per-channel mean and biased variance (two passes, f64 totals).
+fn batch_stats(xs: &[f32], &[n, c, h, w]: &[usize; 4]) -> (Vec<f32>, Vec<f32>) {
+    let r = per_channel_group(c, |ch0, g| match g {
+        4 => channel_stats::<4>(xs, [n, c, h, w], ch0),
+        3 => channel_stats::<3>(xs, [n, c, h, w], ch0),
+        2 => channel_stats::<2>(xs, [n, c, h, w], ch0),
+        _ => channel_stats::<1>(xs, [n, c, h, w], ch0),
+    });
     r.into_iter().unzip()
 }
 
-/// Normalised output, batch mean and inverse standard deviation.
+/// Mean and biased variance of channels `ch0 .. ch0 + G`: per image a sum from -0.0 (as
+/// `Iterator::sum`), added to the channel's total.
+// `i` walks the G planes in lockstep; an iterator per plane would hide that from the compiler.
+#[allow(clippy::needless_range_loop)]
+fn channel_stats<const G: usize>(
+    xs: &[f32],
+    [n, c, h, w]: [usize; 4],
+    ch0: usize,
+) -> Vec<(f32, f32)> {
+    let hw = h * w;
+    let m = (n * hw).max(1) as f64;
+    let mut s = [0f64; G];
+    for img in 0..n {
+        let p = planes::<G>(xs, img, c, hw, ch0);
+        let mut t = [-0f64; G];
+        for i in 0..hw {
+            for k in 0..G {
+                t[k] += p[k][i] as f64;
+            }
+        }
+        for k in 0..G {
+            s[k] += t[k];
+        }
+    }
+    let mean = s.map(|s| s / m);
+    let mut q = [0f64; G];
+    for img in 0..n {
+        let p = planes::<G>(xs, img, c, hw, ch0);
+        let mut t = [-0f64; G];
+        for i in 0..hw {
+            for k in 0..G {
+                let d = p[k][i] as f64 - mean[k];
+                t[k] += d * d;
+            }
+        }
+        for k in 0..G {
+            q[k] += t[k];
+        }
+    }
+    (0..G)
+        .map(|k| (mean[k] as f32, (q[k] / m) as f32))
+        .collect()
+}
+
+/// Batch norm's per-channel `(sum(dy), sum(dy * xhat))` for channels `ch0 .. ch0 + G`.
+fn grad_sums<const G: usize>(
+    xs: &[f32],
+    dys: &[f32],
+    mean: &[f32],
+    inv_std: &[f32],
+    [n, c, h, w]: [usize; 4],
+    ch0: usize,
+) -> Vec<(f64, f64)> {
+    let hw = h * w;
+    let mu: [f32; G] = std::array::from_fn(|k| mean[ch0 + k]);
+    let mut s1 = [0f64; G];
+    let mut s2 = [0f64; G];
+    for img in 0..n {
+        let (x, dy) = (
+            planes::<G>(xs, img, c, hw, ch0),
+            planes::<G>(dys, img, c, hw, ch0),
+        );
+        let (mut a, mut b) = ([0f32; G], [0f32; G]);
+        for i in 0..hw {
+            for k in 0..G {
+                a[k] += dy[k][i];
+                b[k] += dy[k][i] * (x[k][i] - mu[k]);
+            }
+        }
+        for k in 0..G {
+            s1[k] += a[k] as f64;
+            s2[k] += b[k] as f64 * inv_std[ch0 + k] as f64;
+        }
+    }
+    (0..G).map(|k| (s1[k], s2[k])).collect()
+}
+
+/// Normalised output, batch mean and inverse standard deviation, from the batch statistics
+/// `stats` (mean, then variance, per channel).
 fn bn_fwd(
     x: &FlexTensor,
     gamma: &FlexTensor,
     beta: &FlexTensor,
+    stats: &FlexTensor,
     epsilon: f64,
 ) -> (FlexTensor, Vec<f32>, Vec<f32>) {
-    let d = dims4(x);
-    let (mean, var) = batch_stats(f32s(x), &d);
+    let c = dims4(x)[1];
+    let (mean, var) = f32s(stats).split_at(c);
+    let mean = mean.to_vec();
     let inv_std: Vec<f32> = var
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
@@ -603,19 +783,73 @@ fn normalise(x: &FlexTensor, gs: &[f32], bs: &[f32], mean: &[f32], inv_std: &[f3
     let [_, c, h, w] = d;
     let xs = f32s(x);
     let hw = (h * w).max(1);
-    let mut out = vec![0f32; xs.len()];
-    out.par_chunks_mut(hw).enumerate().for_each(|(plane, o)| {
+    let out = par_fill(xs.len(), hw, |plane, o| {
         let ch = plane % c;
         let k = gs[ch] * inv_std[ch];
         let b = bs[ch] - mean[ch] * k;
-        let src = &xs[plane * hw..(plane + 1) * hw];
+        let src = &xs[plane * hw..plane * hw + o.len()];
         for (v, &s) in o.iter_mut().zip(src) {
-            *v = s * k + b;
+            v.write(s * k + b);
         }
     });
     from_vec(out, d.to_vec())
 }
 
+/// A new vector of `len` floats, filled in parallel by `fill(chunk_index, chunk)` over chunks of
+/// `chunk` elements (the last may be shorter); `fill` must write every element of its chunk.
+///
+/// Skips the zeroing pass of `vec![0.0; len]`, which on the 128x128 layers cost about as much
+/// as the elementwise pass itself (see `output_buffer`).
+fn par_fill(
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    let mut out = output_buffer(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, c)| fill(i, c));
+    // SAFETY: the first `len` elements were all written by `fill`.
+    unsafe { out.set_len(len) };
+    out
+}
+
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     t.shape().dims::<4>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vectorised dropout must draw exactly the scalar hash's mask, or masks (and trained
+    /// weights) would depend on the CPU.
+    #[test]
+    fn dropout_mask_is_the_same_on_every_cpu_path() {
+        let src: Vec<f32> = (0..1003)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
+            .collect();
+        let (t, s) = (threshold(0.2), scale(0.2));
+        let run = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
+            let mut out = vec![MaybeUninit::new(f32::NAN); src.len()];
+            f(&mut out);
+            // SAFETY: initialised above and only overwritten.
+            out.iter()
+                .map(|v| unsafe { v.assume_init() })
+                .collect::<Vec<f32>>()
+        };
+        let base = 123_456;
+        let want = run(&|o| dropout_chunk_portable(&src, o, base, 9, t, s));
+        assert_eq!(run(&|o| dropout_chunk(&src, o, base, 9, t, s)), want);
+        let kept = want.iter().filter(|v| **v != 0.0).count();
+        let positive = src.iter().filter(|v| **v > 0.0).count();
+        assert!(
+            kept > positive * 7 / 10 && kept < positive * 9 / 10,
+            "{kept} of {positive}"
+        );
+        for (&x, &y) in src.iter().zip(&want) {
+            assert!(y == 0.0 || (x > 0.0 && y == x * s), "{x} -> {y}");
+        }
+    }
 }

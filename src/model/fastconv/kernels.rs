@@ -192,7 +192,7 @@ impl Geometry {
 /// as the convolution itself on the 128x128 layers (one 32 MiB output is 8192 page faults).
 /// Where transparent huge pages are on `madvise` (the default of many distributions), advising
 /// the buffer cuts that to a few dozen 2 MiB faults. Best effort: failures only cost speed.
-fn output_buffer(len: usize) -> Vec<f32> {
+pub(in crate::model) fn output_buffer(len: usize) -> Vec<f32> {
     let buf = Vec::<f32>::with_capacity(len);
     #[cfg(target_os = "linux")]
     {
