@@ -33,5 +33,8 @@ print(f"  leuko : {mo:7.1f} images/s  ({ours})")
 print(f"  keras : {mt:7.1f} images/s  ({theirs})")
 print(f"  ratio : {mo / mt:5.2f}x  (bar: >= 2x)")
 print(f"  leuko : {mo * flops_per_img:6.1f} GFLOP/s = {100 * mo * flops_per_img / last['peak_gflops']:.0f}% of {last['peak_gflops']:.0f} GFLOP/s fp32 peak ({last['threads']} cores x 32 FLOP/cycle x {last['clock_ghz']:.2f} GHz, clock from {last['clock_source']})")
+if last.get("measured_peak_gflops"):
+    m = last["measured_peak_gflops"]
+    print(f"          = {100 * mo * flops_per_img / m:.0f}% of {m:.0f} GFLOP/s measured by an FMA loop on the same threads (the clock the cores really run at)")
 PY
 rm -rf "$ANCHOR_DIR"

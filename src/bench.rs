@@ -65,6 +65,68 @@ pub struct TrainBench {
     pub clock_source: &'static str,
     pub peak_gflops: f64,
     pub share_of_peak: f64,
+    /// fp32 FLOP/s of a register-only FMA loop on the same threads at the same time
+    /// ([`measured_fma_gflops`]): the peak at the clock the cores really run (turbo included),
+    /// which the nominal clock can understate by a third. `None` without AVX2 + FMA.
+    pub measured_peak_gflops: Option<f64>,
+    pub share_of_measured_peak: Option<f64>,
+}
+
+/// Multiply-adds per loop iteration of [`measured_fma_gflops`]: 12 independent 8-lane
+/// accumulators, enough to cover the FMA latency of two pipes.
+const FMA_CHAINS: usize = 12;
+
+/// fp32 GFLOP/s of a loop of independent AVX2 FMAs on registers, run on every thread of the
+/// current rayon pool at once; the best of three short trials (about 0.1 s each). The
+/// achievable compute peak of those cores: no memory traffic, clock as the CPU sets it under
+/// this load. `None` where AVX2 + FMA are missing.
+pub fn measured_fma_gflops() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            return None;
+        }
+        const ITERS: usize = 20_000_000;
+        let threads = rayon::current_num_threads();
+        let flop = (threads * ITERS * FMA_CHAINS * 8 * 2) as f64;
+        let best = (0..3)
+            .map(|_| {
+                let t0 = Instant::now();
+                rayon::broadcast(|_| {
+                    // SAFETY: AVX2 and FMA were detected above.
+                    std::hint::black_box(unsafe { fma_loop(ITERS) });
+                });
+                t0.elapsed().as_secs_f64()
+            })
+            .fold(f64::INFINITY, f64::min);
+        Some(flop / best / 1e9)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
+}
+
+/// `iters` rounds of [`FMA_CHAINS`] independent 8-lane multiply-adds; returns a lane sum so
+/// that the work cannot be optimised away.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fma_loop(iters: usize) -> f32 {
+    use std::arch::x86_64::*;
+    let a = _mm256_set1_ps(std::hint::black_box(0.999_9));
+    let b = _mm256_set1_ps(std::hint::black_box(1e-7));
+    let mut acc = [_mm256_setzero_ps(); FMA_CHAINS];
+    for _ in 0..iters {
+        for v in acc.iter_mut() {
+            *v = _mm256_fmadd_ps(*v, a, b);
+        }
+    }
+    let mut lanes = [0f32; 8];
+    let sum = acc
+        .iter()
+        .fold(_mm256_setzero_ps(), |s, v| _mm256_add_ps(s, *v));
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
+    lanes.iter().sum()
 }
 
 /// Times `steps` training steps (forward, backward, Adam) on random data after
@@ -109,6 +171,7 @@ pub fn train_step(
     let gflops = cfg.forward_flops(height, width) * 3.0 * images_per_s / 1e9;
     let (clock_ghz, clock_source) = nominal_ghz();
     let peak = threads as f64 * FLOP_PER_CYCLE * clock_ghz;
+    let measured = measured_fma_gflops();
     TrainBench {
         net: blocks.to_vec(),
         input: [batch, 3, height, width],
@@ -121,6 +184,8 @@ pub fn train_step(
         clock_source,
         peak_gflops: peak,
         share_of_peak: gflops / peak,
+        measured_peak_gflops: measured,
+        share_of_measured_peak: measured.map(|m| gflops / m),
     }
 }
 
@@ -229,6 +294,28 @@ pub fn predict_latency(
 #[cfg(test)]
 mod tests {
     use super::parse_cpuinfo_ghz;
+
+    /// The peak loop really multiplies and adds: after `n` rounds every lane holds
+    /// `b * (1 + a + ... + a^(n-1))`, summed over 12 accumulators of 8 lanes.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn fma_loop_computes_what_it_counts() {
+        if !(std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma"))
+        {
+            assert!(super::measured_fma_gflops().is_none());
+            return;
+        }
+        // SAFETY: features detected above.
+        let (one, three) = unsafe { (super::fma_loop(1), super::fma_loop(3)) };
+        let (a, b) = (0.999_9f64, 1e-7f64);
+        let lanes = (super::FMA_CHAINS * 8) as f64;
+        assert!((one as f64 - lanes * b).abs() < 1e-9, "{one}");
+        let want = lanes * b * (1.0 + a + a * a);
+        assert!((three as f64 - want).abs() < 1e-9, "{three} vs {want}");
+        let g = super::measured_fma_gflops().expect("AVX2 + FMA present");
+        assert!(g.is_finite() && g > 0.0, "{g}");
+    }
 
     #[test]
     fn clock_is_read_from_the_model_name_else_cpu_mhz() {

@@ -96,11 +96,21 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
             let r = leuko::bench::train_step(&blocks, h, w, t.batch, t.warmup, t.steps);
             match t.format {
                 Format::Json => println!("{}", serde_json::to_string(&r)?),
-                Format::Table => println!(
-                    "leuko train step, net {:?}, input {:?}, {} threads: {:.1} ms/step (median of {}), {:.1} images/s, {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s fp32 peak ({} cores x {} FLOP/cycle x {:.2} GHz, clock from {})",
-                    r.net, r.input, r.threads, r.ms_per_step_median, r.steps, r.images_per_s, r.gflops, 100.0 * r.share_of_peak, r.peak_gflops,
-                    r.threads, leuko::bench::FLOP_PER_CYCLE, r.clock_ghz, r.clock_source
-                ),
+                Format::Table => {
+                    println!(
+                        "leuko train step, net {:?}, input {:?}, {} threads: {:.1} ms/step (median of {}), {:.1} images/s, {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s fp32 peak ({} cores x {} FLOP/cycle x {:.2} GHz, clock from {})",
+                        r.net, r.input, r.threads, r.ms_per_step_median, r.steps, r.images_per_s, r.gflops, 100.0 * r.share_of_peak, r.peak_gflops,
+                        r.threads, leuko::bench::FLOP_PER_CYCLE, r.clock_ghz, r.clock_source
+                    );
+                    if let (Some(m), Some(share)) =
+                        (r.measured_peak_gflops, r.share_of_measured_peak)
+                    {
+                        println!(
+                            "  = {:.0}% of {:.0} GFLOP/s measured by an FMA loop on the same {} threads (the clock the cores really run at)",
+                            100.0 * share, m, r.threads
+                        );
+                    }
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -532,10 +532,6 @@ fn dropout_chunk(
             // SAFETY: the target features were detected on this CPU.
             return unsafe { dropout_chunk_avx512(src, out, base, seed, t, s) };
         }
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: as above.
-            return unsafe { dropout_chunk_avx2(src, out, base, seed, t, s) };
-        }
     }
     dropout_chunk_portable(src, out, base, seed, t, s)
 }
@@ -543,19 +539,6 @@ fn dropout_chunk(
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512dq,avx512vl")]
 unsafe fn dropout_chunk_avx512(
-    src: &[f32],
-    out: &mut [MaybeUninit<f32>],
-    base: usize,
-    seed: u64,
-    t: u32,
-    s: f32,
-) {
-    dropout_chunk_portable(src, out, base, seed, t, s)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn dropout_chunk_avx2(
     src: &[f32],
     out: &mut [MaybeUninit<f32>],
     base: usize,
