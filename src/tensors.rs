@@ -96,6 +96,74 @@ pub fn colour_cast(img: &mut RgbImage, cast: ColourCast) {
     }
 }
 
+/// A change of magnification by `factor`, as another objective, camera adapter or sensor would
+/// make it: the cells appear `factor` times as large in a photo of the same size.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Magnification(pub f32);
+
+impl Magnification {
+    /// Factors outside this range leave too few pixels of, or too little room around, a cell.
+    pub const RANGE: std::ops::RangeInclusive<f32> = 0.25..=4.0;
+}
+
+impl std::str::FromStr for Magnification {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().parse::<f32>() {
+            Ok(f) if Self::RANGE.contains(&f) => Ok(Magnification(f)),
+            _ => Err(format!(
+                "'{s}': expected a factor from {} to {} (e.g. 0.5: cells half as large)",
+                Self::RANGE.start(),
+                Self::RANGE.end()
+            )),
+        }
+    }
+}
+
+/// `photo` as a microscope with `m` times BCCD's magnification would show the same smear, in a
+/// photo of the same size. Above 1, a window `1 / m` of the photo's size around `centre`
+/// (clamped inside the photo) is enlarged to the full size. Below 1, the photo is shrunk into
+/// the middle of a frame of its own background colour ([`photo_background`]): the cells keep
+/// their neighbours and the frame adds nothing that could be taken for a cell. (Mirroring the
+/// photo outwards instead would double every cell cut by the photo's edge into one
+/// symmetric blob.)
+pub fn magnify(photo: &RgbImage, m: Magnification, centre: (f32, f32)) -> RgbImage {
+    let (w, h) = photo.dimensions();
+    if w == 0 || h == 0 || m.0 == 1.0 {
+        return photo.clone();
+    }
+    if m.0 > 1.0 {
+        let (cw, ch) = (
+            (w as f32 / m.0).round().max(1.0),
+            (h as f32 / m.0).round().max(1.0),
+        );
+        let x0 = (centre.0 - cw / 2.0).clamp(0.0, w as f32 - cw) as u32;
+        let y0 = (centre.1 - ch / 2.0).clamp(0.0, h as f32 - ch) as u32;
+        let window = image::imageops::crop_imm(photo, x0, y0, cw as u32, ch as u32).to_image();
+        return resize(&window, w, h);
+    }
+    let sw = ((w as f32 * m.0).round() as u32).max(1);
+    let sh = ((h as f32 * m.0).round() as u32).max(1);
+    let small = resize(photo, sw, sh);
+    let mut frame = RgbImage::from_pixel(w, h, image::Rgb(photo_background(photo)));
+    image::imageops::replace(
+        &mut frame,
+        &small,
+        i64::from((w - sw) / 2),
+        i64::from((h - sh) / 2),
+    );
+    frame
+}
+
+/// What is done to every photo before anything else, to see how a model would fare on the
+/// same smears under another microscope ([`prepare_changed`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhotoChange {
+    pub cast: Option<ColourCast>,
+    pub magnification: Option<Magnification>,
+}
+
 fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
     image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle)
 }
@@ -128,24 +196,30 @@ pub fn prepare(
     classes: &ClassSet,
     input: &InputConfig,
 ) -> Result<InputSet> {
-    prepare_cast(dir, samples, classes, input, None)
+    prepare_changed(dir, samples, classes, input, PhotoChange::default())
 }
 
-/// [`prepare`], with every photo first given a colour cast ([`colour_cast`]):
-/// how the model would fare on the same smears under another microscope.
-pub fn prepare_cast(
+/// [`prepare`], with every photo first changed as `change` says: a colour cast
+/// ([`colour_cast`]), then a magnification ([`magnify`], enlarging around the largest
+/// leukocyte box of the photo's annotation, or its centre without one).
+pub fn prepare_changed(
     dir: &DataDir,
     samples: &[Sample],
     classes: &ClassSet,
     input: &InputConfig,
-    cast: Option<ColourCast>,
+    change: PhotoChange,
 ) -> Result<InputSet> {
     let prepared: Vec<(u32, usize, RgbImage, bool)> = samples
         .par_iter()
         .map(|s| {
             let mut photo = crate::imageio::load_rgb(&dir.image_path(s.image_id))?;
-            if let Some(cast) = cast {
+            if let Some(cast) = change.cast {
                 colour_cast(&mut photo, cast);
+            }
+            if let Some(m) = change.magnification {
+                let centre = leukocyte_centre(dir, s.image_id)
+                    .unwrap_or((photo.width() as f32 / 2.0, photo.height() as f32 / 2.0));
+                photo = magnify(&photo, m, centre);
             }
             let (img, found) = network_input(&photo, input);
             let label = classes.index_of(s.label).ok_or_else(|| {
@@ -172,6 +246,19 @@ pub fn prepare_cast(
         set.images.push(img);
     }
     Ok(set)
+}
+
+/// Centre of the largest leukocyte box in the photo's VOC annotation, if it has one.
+fn leukocyte_centre(dir: &DataDir, image_id: u32) -> Option<(f32, f32)> {
+    let ann = crate::data::voc::read_annotation(&dir.annotation_path(image_id)).ok()?;
+    let b = ann
+        .wbc_boxes()
+        .into_iter()
+        .max_by_key(|b| (b.x_max - b.x_min).max(0) * (b.y_max - b.y_min).max(0))?;
+    Some((
+        (b.x_min + b.x_max) as f32 / 2.0,
+        (b.y_min + b.y_max) as f32 / 2.0,
+    ))
 }
 
 /// A `[n, 3, h, w]` float tensor from planar data.
@@ -215,6 +302,64 @@ mod tests {
         assert_eq!(img.get_pixel(0, 0).0, [204, 204, 204]);
         // Each channel scaled by its own factor: 110*204/220, 50*204/200, 90*204/180.
         assert_eq!(img.get_pixel(1, 1).0, [102, 51, 102]);
+    }
+
+    #[test]
+    fn magnification_enlarges_around_the_centre_or_frames_a_shrunk_photo() {
+        // A 40x20 photo: left half dark, right half light, one red pixel block at (30, 10).
+        let photo = RgbImage::from_fn(40, 20, |x, y| {
+            if (28..32).contains(&x) && (8..12).contains(&y) {
+                Rgb([255, 0, 0])
+            } else if x < 20 {
+                Rgb([50, 50, 50])
+            } else {
+                Rgb([200, 200, 200])
+            }
+        });
+        let same = magnify(&photo, Magnification(1.0), (0.0, 0.0));
+        assert_eq!(same, photo);
+        // 2x around the red block: a 20x10 window from (20, 5), all light or red.
+        let big = magnify(&photo, Magnification(2.0), (30.0, 10.0));
+        assert_eq!(big.dimensions(), (40, 20));
+        assert!(
+            big.pixels().all(|p| p.0[0] >= 190),
+            "no dark pixel in the window"
+        );
+        assert_eq!(
+            big.get_pixel(20, 10).0,
+            [255, 0, 0],
+            "the block is in the middle"
+        );
+        // A centre at the edge is clamped: the window stays inside the photo.
+        let edge = magnify(&photo, Magnification(2.0), (0.0, 0.0));
+        assert_eq!(edge.get_pixel(0, 0).0, [50, 50, 50]);
+        // 0.5x: the shrunk photo in the middle of a frame of the background (the light half).
+        let small = magnify(&photo, Magnification(0.5), (0.0, 0.0));
+        assert_eq!(small.dimensions(), (40, 20));
+        let bg = Rgb(photo_background(&photo));
+        assert_eq!(bg.0, [200, 200, 200]);
+        let reddish: Vec<(u32, u32)> = small
+            .enumerate_pixels()
+            .filter(|(_, _, p)| i32::from(p.0[0]) > i32::from(p.0[1]) + 60)
+            .map(|(x, y, _)| (x, y))
+            .collect();
+        // The block sits at x 14-15, y 4-5 of the 20x10 shrunk photo, placed from (10, 5).
+        assert!(!reddish.is_empty());
+        assert!(reddish
+            .iter()
+            .all(|&(x, y)| (23..27).contains(&x) && (8..12).contains(&y)));
+        for (x, y) in [(0, 0), (9, 10), (39, 19), (20, 4), (20, 15)] {
+            assert_eq!(*small.get_pixel(x, y), bg, "frame at ({x}, {y})");
+        }
+        assert_eq!(
+            small.get_pixel(11, 10).0,
+            [50, 50, 50],
+            "dark half of the shrunk photo"
+        );
+        assert!("0.5".parse::<Magnification>().is_ok());
+        for bad in ["0", "-1", "5", "nan", "x", ""] {
+            assert!(bad.parse::<Magnification>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -150,6 +150,11 @@ pub struct EvaluateArgs {
     /// how the model would fare on the same smears under another microscope.
     #[arg(long, value_name = "R,G,B")]
     pub colour_cast: Option<leuko::tensors::ColourCast>,
+    /// Show every photo as a microscope with this many times BCCD's magnification would (after
+    /// any colour cast): above 1 a window around the annotated leukocyte enlarged to the
+    /// photo's size, below 1 the photo shrunk with its field of view extended by mirroring.
+    #[arg(long, value_name = "FACTOR")]
+    pub magnification: Option<leuko::tensors::Magnification>,
     /// Also draw the misclassified photos (the crops the network saw, captioned with photo
     /// number, true and predicted class and confidence, most confident first) into this PNG.
     #[arg(long, value_name = "FILE.png")]
@@ -240,7 +245,11 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Test => (&split.test, "test"),
         Part::Val => (&split.val, "validation"),
     };
-    let set = leuko::tensors::prepare_cast(&dir, samples, &classes, &meta.input, a.colour_cast)?;
+    let change = leuko::tensors::PhotoChange {
+        cast: a.colour_cast,
+        magnification: a.magnification,
+    };
+    let set = leuko::tensors::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
     // picks the same class as the mean, so it is divided only where a probability is shown.
     let mut summed: Vec<Vec<f32>> = Vec::new();
@@ -290,6 +299,10 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => String::new(),
             };
+            let cast = match a.magnification {
+                Some(leuko::tensors::Magnification(f)) => format!("{cast}, magnification x{f}"),
+                None => cast,
+            };
             let describe = match models.as_slice() {
                 [(_, m, _)] => format!("{}, epoch {}", m.experiment, m.epoch),
                 all => format!("ensemble of {}: mean of their probabilities", all.len()),
@@ -312,6 +325,14 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 cast
             );
             print!("{}", m.to_table());
+            if !set.not_found.is_empty() {
+                println!(
+                    "\nno leukocyte found in {} of {} photos (the whole photo was classified): {:?}",
+                    set.not_found.len(),
+                    set.len(),
+                    set.not_found
+                );
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
