@@ -152,7 +152,7 @@ pub struct EvaluateArgs {
     pub colour_cast: Option<leuko::tensors::ColourCast>,
     /// Show every photo as a microscope with this many times BCCD's magnification would (after
     /// any colour cast): above 1 a window around the annotated leukocyte enlarged to the
-    /// photo's size, below 1 the photo shrunk with its field of view extended by mirroring.
+    /// photo's size, below 1 the photo shrunk into a frame of its own background colour.
     #[arg(long, value_name = "FACTOR")]
     pub magnification: Option<leuko::tensors::Magnification>,
     /// Also draw the misclassified photos (the crops the network saw, captioned with photo
