@@ -393,5 +393,11 @@ fn main() -> Result<()> {
         (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / peak * 100.0,
         leuko::bench::FLOP_PER_CYCLE,
     );
+    if let Some(measured) = leuko::bench::measured_fma_gflops() {
+        println!(
+            "  = {:.0}% of {measured:.0} GFLOP/s measured by an FMA loop on the same {threads} threads",
+            (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / measured * 100.0
+        );
+    }
     Ok(())
 }
