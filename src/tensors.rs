@@ -156,12 +156,31 @@ pub fn magnify(photo: &RgbImage, m: Magnification, centre: (f32, f32)) -> RgbIma
     frame
 }
 
+/// A Gaussian blur of this standard deviation in photo pixels: a photo slightly out of focus,
+/// or taken through a weaker objective or a cheaper camera.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Blur(pub f32);
+
+impl std::str::FromStr for Blur {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.trim().parse::<f32>() {
+            Ok(sigma) if sigma > 0.0 && sigma <= 20.0 => Ok(Blur(sigma)),
+            _ => Err(format!(
+                "'{s}': expected a standard deviation in pixels, above 0 and at most 20 (e.g. 2)"
+            )),
+        }
+    }
+}
+
 /// What is done to every photo before anything else, to see how a model would fare on the
 /// same smears under another microscope ([`prepare_changed`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct PhotoChange {
     pub cast: Option<ColourCast>,
     pub magnification: Option<Magnification>,
+    pub blur: Option<Blur>,
 }
 
 fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
@@ -201,7 +220,7 @@ pub fn prepare(
 
 /// [`prepare`], with every photo first changed as `change` says: a colour cast
 /// ([`colour_cast`]), then a magnification ([`magnify`], enlarging around the largest
-/// leukocyte box of the photo's annotation, or its centre without one).
+/// leukocyte box of the photo's annotation, or its centre without one), then a blur.
 pub fn prepare_changed(
     dir: &DataDir,
     samples: &[Sample],
@@ -220,6 +239,9 @@ pub fn prepare_changed(
                 let centre = leukocyte_centre(dir, s.image_id)
                     .unwrap_or((photo.width() as f32 / 2.0, photo.height() as f32 / 2.0));
                 photo = magnify(&photo, m, centre);
+            }
+            if let Some(Blur(sigma)) = change.blur {
+                photo = image::imageops::blur(&photo, sigma);
             }
             let (img, found) = network_input(&photo, input);
             let label = classes.index_of(s.label).ok_or_else(|| {
@@ -357,6 +379,10 @@ mod tests {
             "dark half of the shrunk photo"
         );
         assert!("0.5".parse::<Magnification>().is_ok());
+        assert_eq!("2".parse::<Blur>(), Ok(Blur(2.0)));
+        for bad in ["0", "-1", "21", "nan", ""] {
+            assert!(bad.parse::<Blur>().is_err(), "{bad}");
+        }
         for bad in ["0", "-1", "5", "nan", "x", ""] {
             assert!(bad.parse::<Magnification>().is_err(), "{bad}");
         }

@@ -209,11 +209,11 @@ fn evaluate_draws_one_tile_per_misclassified_photo() {
     );
 }
 
-/// Another magnification (cells 0.7x or 1.5x as large in the frame) leaves the default model
-/// near its own accuracy (0.826 / 0.837 measured, README "Magnification"); factors outside the
-/// supported range are refused by name.
+/// Another magnification (cells 0.7x or 1.5x as large in the frame) or a blur leaves the default
+/// model near its own accuracy (README "Magnification", "Focus"); factors outside the supported
+/// range are refused by name.
 #[test]
-fn evaluate_under_another_magnification_keeps_the_calls() {
+fn evaluate_under_another_magnification_or_out_of_focus_keeps_the_calls() {
     for factor in ["0.7", "1.5"] {
         let out = evaluate(&["--magnification", factor, "--format", "json"]);
         assert!(
@@ -226,6 +226,19 @@ fn evaluate_under_another_magnification_keeps_the_calls() {
         assert_eq!(m["n"], 86);
         assert!(acc >= 0.75, "magnification {factor}: accuracy {acc}");
     }
+    // Out of focus: a Gaussian blur of 3 photo pixels (0.802 measured).
+    let out = evaluate(&["--blur", "3", "--format", "json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        m["accuracy"].as_f64().unwrap() >= 0.75,
+        "blur 3: {}",
+        m["accuracy"]
+    );
     let out = evaluate(&["--magnification", "9"]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);

@@ -155,6 +155,10 @@ pub struct EvaluateArgs {
     /// photo's size, below 1 the photo shrunk into a frame of its own background colour.
     #[arg(long, value_name = "FACTOR")]
     pub magnification: Option<leuko::tensors::Magnification>,
+    /// Blur every photo (last) with a Gaussian of this standard deviation in photo pixels: a
+    /// photo out of focus, or from a weaker objective or camera.
+    #[arg(long, value_name = "SIGMA")]
+    pub blur: Option<leuko::tensors::Blur>,
     /// Also draw the misclassified photos (the crops the network saw, captioned with photo
     /// number, true and predicted class and confidence, most confident first) into this PNG.
     #[arg(long, value_name = "FILE.png")]
@@ -248,6 +252,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let change = leuko::tensors::PhotoChange {
         cast: a.colour_cast,
         magnification: a.magnification,
+        blur: a.blur,
     };
     let set = leuko::tensors::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
@@ -301,6 +306,10 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             };
             let cast = match a.magnification {
                 Some(leuko::tensors::Magnification(f)) => format!("{cast}, magnification x{f}"),
+                None => cast,
+            };
+            let cast = match a.blur {
+                Some(leuko::tensors::Blur(sigma)) => format!("{cast}, blurred (sigma {sigma} px)"),
                 None => cast,
             };
             let describe = match models.as_slice() {
