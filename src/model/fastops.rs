@@ -59,10 +59,11 @@ pub fn relu_dropout(x: Tensor<4>, p: f64, seed: u64) -> Tensor<4> {
         }
         let data = y.to_data().convert::<f32>();
         let dims = y.dims();
-        let mask: Vec<f32> = (0..data.num_elements())
-            .map(|i| keep_scale(seed, i, threshold(p), scale(p)))
+        let mask = DropoutMask::new(p, seed);
+        let keep: Vec<f32> = (0..data.num_elements())
+            .map(|i| mask.keep_scale(i))
             .collect();
-        let mask = Tensor::<4>::from_data(TensorData::new(mask, dims), &y.device());
+        let mask = Tensor::<4>::from_data(TensorData::new(keep, dims), &y.device());
         return y * mask;
     }
     Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_relu_dropout(
@@ -469,34 +470,50 @@ impl Backward<Flex, 3> for BnTrainStep {
 
 const NONE: u8 = u8::MAX;
 
-fn threshold(p: f64) -> u32 {
-    (p * 4_294_967_296.0).min(u32::MAX as f64) as u32
-}
-
 fn scale(p: f64) -> f32 {
     (1.0 / (1.0 - p)) as f32
 }
 
-/// `scale` if element `i` is kept under `seed`, else 0 (splitmix64 of the pair).
-#[inline(always)]
-fn keep_scale(seed: u64, i: usize, threshold: u32, scale: f32) -> f32 {
-    let mut z = seed
-        ^ (i as u64)
-            .wrapping_add(1)
-            .wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    if ((z >> 32) as u32) >= threshold {
-        scale
-    } else {
-        0.0
+/// The dropout mask of one step: which elements are kept, and their scale.
+#[derive(Debug, Clone, Copy)]
+struct DropoutMask {
+    seed: u64,
+    /// Elements whose hash (high 32 bits) is below this are dropped: `p * 2^32`.
+    threshold: u32,
+    /// `1 / (1 - p)`.
+    scale: f32,
+}
+
+impl DropoutMask {
+    fn new(p: f64, seed: u64) -> Self {
+        DropoutMask {
+            seed,
+            threshold: (p * 4_294_967_296.0).min(u32::MAX as f64) as u32,
+            scale: scale(p),
+        }
+    }
+
+    /// `scale` if element `i` is kept, else 0 (splitmix64 of `(seed, i)`).
+    #[inline(always)]
+    fn keep_scale(&self, i: usize) -> f32 {
+        let mut z = self.seed
+            ^ (i as u64)
+                .wrapping_add(1)
+                .wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        if ((z >> 32) as u32) >= self.threshold {
+            self.scale
+        } else {
+            0.0
+        }
     }
 }
 
 fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
     let xs = f32s(x);
-    let (t, s) = (threshold(p), scale(p));
+    let mask = DropoutMask::new(p, seed);
     let out = par_fill(xs.len(), CHUNK, |ci, o| {
         let base = ci * CHUNK;
         let src = &xs[base..base + o.len()];
@@ -505,7 +522,7 @@ fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
                 v.write(x.max(0.0));
             }
         } else {
-            dropout_chunk(src, o, base, seed, t, s);
+            dropout_chunk(src, o, base, mask);
         }
     });
     from_vec(out, x.shape().to_vec())
@@ -516,24 +533,17 @@ fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
 /// The hash is 64-bit integer arithmetic per element; with AVX-512DQ's 64-bit vector multiply
 /// the compiler vectorises it, which takes dropout from one of the slowest passes of a step to
 /// a memory-bound one. Same function on every path, so masks do not depend on the CPU.
-fn dropout_chunk(
-    src: &[f32],
-    out: &mut [MaybeUninit<f32>],
-    base: usize,
-    seed: u64,
-    t: u32,
-    s: f32,
-) {
+fn dropout_chunk(src: &[f32], out: &mut [MaybeUninit<f32>], base: usize, mask: DropoutMask) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx512f")
             && std::arch::is_x86_feature_detected!("avx512dq")
         {
             // SAFETY: the target features were detected on this CPU.
-            return unsafe { dropout_chunk_avx512(src, out, base, seed, t, s) };
+            return unsafe { dropout_chunk_avx512(src, out, base, mask) };
         }
     }
-    dropout_chunk_portable(src, out, base, seed, t, s)
+    dropout_chunk_portable(src, out, base, mask)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -542,11 +552,9 @@ unsafe fn dropout_chunk_avx512(
     src: &[f32],
     out: &mut [MaybeUninit<f32>],
     base: usize,
-    seed: u64,
-    t: u32,
-    s: f32,
+    mask: DropoutMask,
 ) {
-    dropout_chunk_portable(src, out, base, seed, t, s)
+    dropout_chunk_portable(src, out, base, mask)
 }
 
 #[inline(always)]
@@ -554,12 +562,10 @@ fn dropout_chunk_portable(
     src: &[f32],
     out: &mut [MaybeUninit<f32>],
     base: usize,
-    seed: u64,
-    t: u32,
-    s: f32,
+    mask: DropoutMask,
 ) {
     for (j, (v, &x)) in out.iter_mut().zip(src).enumerate() {
-        let k = keep_scale(seed, base + j, t, s);
+        let k = mask.keep_scale(base + j);
         v.write(if x > 0.0 { x * k } else { 0.0 });
     }
 }
@@ -813,7 +819,7 @@ mod tests {
         let src: Vec<f32> = (0..1003)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0)
             .collect();
-        let (t, s) = (threshold(0.2), scale(0.2));
+        let mask = DropoutMask::new(0.2, 9);
         let run = |f: &dyn Fn(&mut [MaybeUninit<f32>])| {
             let mut out = vec![MaybeUninit::new(f32::NAN); src.len()];
             f(&mut out);
@@ -823,8 +829,8 @@ mod tests {
                 .collect::<Vec<f32>>()
         };
         let base = 123_456;
-        let want = run(&|o| dropout_chunk_portable(&src, o, base, 9, t, s));
-        assert_eq!(run(&|o| dropout_chunk(&src, o, base, 9, t, s)), want);
+        let want = run(&|o| dropout_chunk_portable(&src, o, base, mask));
+        assert_eq!(run(&|o| dropout_chunk(&src, o, base, mask)), want);
         let kept = want.iter().filter(|v| **v != 0.0).count();
         let positive = src.iter().filter(|v| **v > 0.0).count();
         assert!(
@@ -832,7 +838,7 @@ mod tests {
             "{kept} of {positive}"
         );
         for (&x, &y) in src.iter().zip(&want) {
-            assert!(y == 0.0 || (x > 0.0 && y == x * s), "{x} -> {y}");
+            assert!(y == 0.0 || (x > 0.0 && y == x * mask.scale), "{x} -> {y}");
         }
     }
 }
