@@ -669,48 +669,50 @@ fn batch_stats(xs: &[f32], &[n, c, h, w]: &[usize; 4]) -> (Vec<f32>, Vec<f32>) {
     r.into_iter().unzip()
 }
 
-/// Mean and biased variance of channels `ch0 .. ch0 + G`: per image a sum from -0.0 (as
-/// `Iterator::sum`), added to the channel's total.
-// `i` walks the G planes in lockstep; an iterator per plane would hide that from the compiler.
-#[allow(clippy::needless_range_loop)]
+/// Mean and biased variance of channels `ch0 .. ch0 + G` (two passes, f64 totals).
 fn channel_stats<const G: usize>(
     xs: &[f32],
     [n, c, h, w]: [usize; 4],
     ch0: usize,
 ) -> Vec<(f32, f32)> {
+    let m = (n * h * w).max(1) as f64;
+    let dims = [n, c, h, w];
+    let mean = chain_sums::<G>(xs, dims, ch0, |_, v| v as f64).map(|s| s / m);
+    let q = chain_sums::<G>(xs, dims, ch0, |k, v| {
+        let d = v as f64 - mean[k];
+        d * d
+    });
+    (0..G)
+        .map(|k| (mean[k] as f32, (q[k] / m) as f32))
+        .collect()
+}
+
+/// Per channel `ch0 + k` of `G`, the sum over all images of `term(k, value)`: per image a sum
+/// from -0.0 (as `Iterator::sum`), added to the channel's total.
+// `i` walks the G planes in lockstep; an iterator per plane would hide that from the compiler.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn chain_sums<const G: usize>(
+    xs: &[f32],
+    [n, c, h, w]: [usize; 4],
+    ch0: usize,
+    term: impl Fn(usize, f32) -> f64,
+) -> [f64; G] {
     let hw = h * w;
-    let m = (n * hw).max(1) as f64;
     let mut s = [0f64; G];
     for img in 0..n {
         let p = planes::<G>(xs, img, c, hw, ch0);
         let mut t = [-0f64; G];
         for i in 0..hw {
             for k in 0..G {
-                t[k] += p[k][i] as f64;
+                t[k] += term(k, p[k][i]);
             }
         }
         for k in 0..G {
             s[k] += t[k];
         }
     }
-    let mean = s.map(|s| s / m);
-    let mut q = [0f64; G];
-    for img in 0..n {
-        let p = planes::<G>(xs, img, c, hw, ch0);
-        let mut t = [-0f64; G];
-        for i in 0..hw {
-            for k in 0..G {
-                let d = p[k][i] as f64 - mean[k];
-                t[k] += d * d;
-            }
-        }
-        for k in 0..G {
-            q[k] += t[k];
-        }
-    }
-    (0..G)
-        .map(|k| (mean[k] as f32, (q[k] / m) as f32))
-        .collect()
+    s
 }
 
 /// Batch norm's per-channel `(sum(dy), sum(dy * xhat))` for channels `ch0 .. ch0 + G`.
