@@ -1,5 +1,6 @@
 //! Throughput benchmarks printed by `leuko bench` (figures, not tests).
 
+use crate::model::fastconv::Algorithm;
 use crate::model::NetConfig;
 use crate::split::rng_for;
 use crate::tensors::{images_tensor, labels_tensor};
@@ -56,6 +57,8 @@ pub struct TrainBench {
     pub net: Vec<usize>,
     pub input: [usize; 4],
     pub threads: usize,
+    /// How the 3x3 convolutions were computed: "winograd" (the default) or "direct".
+    pub conv: &'static str,
     pub steps: usize,
     pub ms_per_step_median: f64,
     pub images_per_s: f64,
@@ -130,7 +133,8 @@ unsafe fn fma_loop(iters: usize) -> f32 {
 }
 
 /// Times `steps` training steps (forward, backward, Adam) on random data after
-/// `warmup` untimed ones, like the Keras reference `bench_train.py`.
+/// `warmup` untimed ones, like the Keras reference `bench_train.py`, with the 3x3 convolutions
+/// computed by `conv`.
 pub fn train_step(
     blocks: &[usize],
     height: usize,
@@ -138,6 +142,21 @@ pub fn train_step(
     batch: usize,
     warmup: usize,
     steps: usize,
+    conv: Algorithm,
+) -> TrainBench {
+    crate::model::fastconv::with_algorithm(conv, || {
+        train_step_with(blocks, height, width, batch, warmup, steps, conv)
+    })
+}
+
+fn train_step_with(
+    blocks: &[usize],
+    height: usize,
+    width: usize,
+    batch: usize,
+    warmup: usize,
+    steps: usize,
+    conv: Algorithm,
 ) -> TrainBench {
     let device = crate::train::training_device();
     device.seed(42);
@@ -176,6 +195,10 @@ pub fn train_step(
         net: blocks.to_vec(),
         input: [batch, 3, height, width],
         threads,
+        conv: match conv {
+            Algorithm::Winograd => "winograd",
+            Algorithm::Direct => "direct",
+        },
         steps,
         ms_per_step_median: median * 1000.0,
         images_per_s,

@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::module::conv2d as stock_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use leuko::model::fastconv::{conv2d, is_fast_path};
+use leuko::model::fastconv::{conv2d, is_fast_path, with_algorithm, Algorithm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -87,6 +87,9 @@ const CASES: &[Case] = &[
     case(3, 7, 5, 3, 9, 1, true),
     case(1, 2, 1, 1, 1, 1, false),
     case(1, 16, 16, 64, 64, 3, true),
+    // Winograd tiles: one tile; whole groups of 8 tiles plus a remainder, odd height and width.
+    case(1, 8, 8, 1, 1, 3, true),
+    case(2, 8, 12, 5, 37, 3, true),
     // Wide rows: several bands per image and more (image, band) tasks than reduction chunks.
     case(5, 16, 16, 20, 300, 3, true),
     case(2, 16, 8, 9, 700, 1, true),
@@ -127,16 +130,46 @@ fn the_flex_devices_take_the_fast_path_on_avx2_machines() {
     assert_eq!(is_fast_path(&Device::flex().autodiff()), avx2);
 }
 
+/// Both algorithms of the 3x3 kernels (every case runs under each).
+const ALGORITHMS: [Algorithm; 2] = [Algorithm::Winograd, Algorithm::Direct];
+
 #[test]
 fn forward_matches_stock_conv2d() {
     let device = Device::flex();
-    for (i, c) in CASES.iter().enumerate() {
-        let (x, w, b) = c.inputs(10 * i as u64, &device);
-        let want = values(c.stock(x.clone(), w.clone(), b.clone()));
-        let got = conv2d(x, w, b, c.padding());
-        assert_eq!(got.dims(), [c.n, c.c_out, c.h, c.w], "{c:?}: dims");
-        assert_close(&values(got), &want, &format!("{c:?}"));
+    for algorithm in ALGORITHMS {
+        for (i, c) in CASES.iter().enumerate() {
+            let (x, w, b) = c.inputs(10 * i as u64, &device);
+            let want = values(c.stock(x.clone(), w.clone(), b.clone()));
+            let got = with_algorithm(algorithm, || conv2d(x, w, b, c.padding()));
+            assert_eq!(got.dims(), [c.n, c.c_out, c.h, c.w], "{c:?}: dims");
+            assert_close(&values(got), &want, &format!("{algorithm:?} {c:?}"));
+        }
     }
+}
+
+#[test]
+fn the_algorithm_switch_changes_the_kernels_of_wide_3x3_layers_only() {
+    let device = Device::flex();
+    let run = |c: Case, algorithm| {
+        let (x, w, b) = c.inputs(5, &device);
+        values(with_algorithm(algorithm, || conv2d(x, w, b, c.padding())))
+    };
+    // 16 channels: Winograd and direct round differently (both are held to burn's above).
+    let wide = case(2, 16, 16, 12, 12, 3, true);
+    assert_ne!(run(wide, Algorithm::Winograd), run(wide, Algorithm::Direct));
+    // 3 input channels (the first layer) and 1x1 kernels always run the direct kernels.
+    for c in [
+        case(2, 3, 16, 12, 12, 3, true),
+        case(2, 16, 16, 12, 12, 1, true),
+    ] {
+        assert_eq!(
+            run(c, Algorithm::Winograd),
+            run(c, Algorithm::Direct),
+            "{c:?}"
+        );
+    }
+    // The choice is scoped: the default is back afterwards.
+    assert_eq!(leuko::model::fastconv::algorithm(), Algorithm::Winograd);
 }
 
 #[test]
@@ -183,16 +216,21 @@ fn grads(
 
 #[test]
 fn gradients_match_stock_conv2d() {
-    for (i, c) in CASES.iter().enumerate() {
-        let seed = 100 + 10 * i as u64;
-        let (dx, dw, db) = grads(c, seed, |x, w, b| conv2d(x, w, b, c.padding()));
-        let (sx, sw, sb) = grads(c, seed, |x, w, b| c.stock(x, w, b));
-        assert_close(&dx, &sx, &format!("{c:?} grad x"));
-        assert_close(&dw, &sw, &format!("{c:?} grad weight"));
-        match (db, sb) {
-            (Some(db), Some(sb)) => assert_close(&db, &sb, &format!("{c:?} grad bias")),
-            (None, None) => {}
-            _ => panic!("{c:?}: bias gradient presence differs"),
+    for algorithm in ALGORITHMS {
+        for (i, c) in CASES.iter().enumerate() {
+            let seed = 100 + 10 * i as u64;
+            let (dx, dw, db) = with_algorithm(algorithm, || {
+                grads(c, seed, |x, w, b| conv2d(x, w, b, c.padding()))
+            });
+            let (sx, sw, sb) = grads(c, seed, |x, w, b| c.stock(x, w, b));
+            let what = format!("{algorithm:?} {c:?}");
+            assert_close(&dx, &sx, &format!("{what} grad x"));
+            assert_close(&dw, &sw, &format!("{what} grad weight"));
+            match (db, sb) {
+                (Some(db), Some(sb)) => assert_close(&db, &sb, &format!("{what} grad bias")),
+                (None, None) => {}
+                _ => panic!("{what}: bias gradient presence differs"),
+            }
         }
     }
 }
@@ -201,10 +239,12 @@ fn gradients_match_stock_conv2d() {
 fn gradients_are_deterministic() {
     // Weight and bias gradients are sums over many parallel tasks; the order must not vary.
     let c = case(5, 16, 16, 20, 300, 3, true);
-    let run = || grads(&c, 77, |x, w, b| conv2d(x, w, b, 1));
-    let first = run();
-    for _ in 0..3 {
-        assert_eq!(run(), first);
+    for algorithm in ALGORITHMS {
+        let run = || with_algorithm(algorithm, || grads(&c, 77, |x, w, b| conv2d(x, w, b, 1)));
+        let first = run();
+        for _ in 0..3 {
+            assert_eq!(run(), first, "{algorithm:?}");
+        }
     }
 }
 

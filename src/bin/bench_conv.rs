@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both
-//!                                          --only "b0 conv2" --no-stock --malloc-tuned --cpu-clock]
+//!                                          --only "b0 conv2" --no-stock --malloc-tuned --cpu-clock
+//!                                          --direct]
 //! ```
 //!
 //! Each measurement is the median of `--runs` timed runs after one warm-up run. Forward runs on
@@ -11,7 +12,9 @@
 //! of `sum(y)`; burn seeds them with a ones tensor, whose creation time, the "seed" column, is
 //! measured separately and subtracted), computing the gradients the network needs: input
 //! gradient except for the first block's layers, whose input is the image; weight and bias
-//! always. GFLOP/s count 2 FLOP per multiply-add of the convolution products only. Without
+//! always. GFLOP/s count 2 FLOP per multiply-add of a direct convolution (with Winograd, the default
+//! for 3x3 layers with 8 or more channels, effective figures: it does 2.25x fewer). `--direct`
+//! times the direct kernels instead. Without
 //! `RAYON_NUM_THREADS` the pool gets 2 threads.
 
 use std::time::Instant;
@@ -259,6 +262,7 @@ struct Args {
     stock: bool,
     malloc_tuned: bool,
     cpu_clock: bool,
+    direct: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -270,6 +274,7 @@ fn parse_args() -> Result<Args> {
         stock: true,
         malloc_tuned: false,
         cpu_clock: false,
+        direct: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -282,9 +287,10 @@ fn parse_args() -> Result<Args> {
             "--no-stock" => args.stock = false,
             "--malloc-tuned" => args.malloc_tuned = true,
             "--cpu-clock" => args.cpu_clock = true,
+            "--direct" => args.direct = true,
             other => bail!(
                 "unknown argument {other} (expected --runs N, --batch N, \
-                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned, --cpu-clock)"
+                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned, --cpu-clock, --direct)"
             ),
         }
     }
@@ -296,6 +302,15 @@ fn parse_args() -> Result<Args> {
 
 fn main() -> Result<()> {
     let args = parse_args()?;
+    let algorithm = if args.direct {
+        fastconv::Algorithm::Direct
+    } else {
+        fastconv::Algorithm::Winograd
+    };
+    fastconv::with_algorithm(algorithm, || run(&args))
+}
+
+fn run(args: &Args) -> Result<()> {
     if args.malloc_tuned {
         tune_malloc()?;
     }
@@ -322,11 +337,12 @@ fn main() -> Result<()> {
 
     let n = args.batch;
     println!(
-        "batch {n}, median of {} runs, {} clock, {} rayon threads, fast path on flex: {}, malloc tuned: {}",
+        "batch {n}, median of {} runs, {} clock, {} rayon threads, fast path on flex: {} ({:?} 3x3), malloc tuned: {}",
         args.runs,
         if args.cpu_clock { "CPU / threads" } else { "wall" },
         rayon::current_num_threads(),
         fastconv::is_fast_path(&Device::flex()),
+        fastconv::algorithm(),
         args.malloc_tuned,
     );
     println!(

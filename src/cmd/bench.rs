@@ -2,6 +2,7 @@
 
 use super::{DataArgs, Format};
 use leuko::data::{ClassSet, DataDir, Dataset};
+use leuko::model::fastconv::Algorithm;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -36,6 +37,9 @@ pub struct TrainBenchArgs {
     pub threads: Option<usize>,
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
+    /// How the 3x3 convolutions with 8 or more channels are computed (direct: the earlier kernels, to compare).
+    #[arg(long, value_enum, default_value = "winograd")]
+    pub conv: ConvChoice,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Timed steps (the median is reported).
@@ -43,6 +47,14 @@ pub struct TrainBenchArgs {
     pub steps: usize,
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConvChoice {
+    /// Winograd F(2x2, 3x3).
+    Winograd,
+    /// Direct convolution.
+    Direct,
 }
 
 /// Photos: the test part of the default split (`leuko split`, seed 42), or of --split FILE.
@@ -93,13 +105,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                 NetChoice::Final => (vec![16, 32, 48, 64], 128, 128),
                 NetChoice::Baseline => (vec![16, 32], 192, 256),
             };
-            let r = leuko::bench::train_step(&blocks, h, w, t.batch, t.warmup, t.steps);
+            let conv = match t.conv {
+                ConvChoice::Winograd => Algorithm::Winograd,
+                ConvChoice::Direct => Algorithm::Direct,
+            };
+            let r = leuko::bench::train_step(&blocks, h, w, t.batch, t.warmup, t.steps, conv);
             match t.format {
                 Format::Json => println!("{}", serde_json::to_string(&r)?),
                 Format::Table => {
                     println!(
-                        "leuko train step, net {:?}, input {:?}, {} threads: {:.1} ms/step (median of {}), {:.1} images/s, {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s fp32 peak ({} cores x {} FLOP/cycle x {:.2} GHz, clock from {})",
-                        r.net, r.input, r.threads, r.ms_per_step_median, r.steps, r.images_per_s, r.gflops, 100.0 * r.share_of_peak, r.peak_gflops,
+                        "leuko train step, net {:?}, input {:?}, {} threads, {} 3x3 convolutions: {:.1} ms/step (median of {}), {:.1} images/s, {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s fp32 peak ({} cores x {} FLOP/cycle x {:.2} GHz, clock from {})",
+                        r.net, r.input, r.threads, r.conv, r.ms_per_step_median, r.steps, r.images_per_s, r.gflops, 100.0 * r.share_of_peak, r.peak_gflops,
                         r.threads, leuko::bench::FLOP_PER_CYCLE, r.clock_ghz, r.clock_source
                     );
                     if let (Some(m), Some(share)) =

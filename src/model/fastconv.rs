@@ -94,6 +94,44 @@ pub fn conv2d(
     Tensor::from_dispatch(out)
 }
 
+/// How the kernels compute the 3x3 convolutions with at least 8 input and output channels.
+///
+/// Both give the same convolution up to rounding (the tests hold both to burn's within the same
+/// tolerance), but not bit-identical results, so a training run repeats exactly only under the
+/// same algorithm.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Algorithm {
+    /// Winograd F(2x2, 3x3): 2.25x fewer multiply-adds for the transforms' extra additions.
+    #[default]
+    Winograd,
+    /// Direct convolution (every layer with fewer channels uses it anyway).
+    Direct,
+}
+
+thread_local! {
+    static ALGORITHM: std::cell::Cell<Algorithm> = const { std::cell::Cell::new(Algorithm::Winograd) };
+}
+
+/// Runs `f` with the convolutions it starts on this thread computed by `algorithm` (the choice is
+/// made on the calling thread, before work is split over rayon's pool; autodiff's backward pass
+/// runs on the thread that calls `backward`). Restores the previous choice afterwards, also if
+/// `f` panics.
+pub fn with_algorithm<R>(algorithm: Algorithm, f: impl FnOnce() -> R) -> R {
+    struct Restore(Algorithm);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            ALGORITHM.with(|a| a.set(self.0));
+        }
+    }
+    let _restore = Restore(ALGORITHM.with(|a| a.replace(algorithm)));
+    f()
+}
+
+/// The algorithm convolutions started on this thread use now (see [`with_algorithm`]).
+pub fn algorithm() -> Algorithm {
+    ALGORITHM.with(|a| a.get())
+}
+
 /// Whether [`conv2d`] runs this module's kernels on `device` (for supported geometries and
 /// `f32` tensors): true for `Device::flex()` and `Device::flex().autodiff()` on an x86-64 CPU with
 /// AVX2 and FMA, false otherwise (burn's stock convolution runs instead).

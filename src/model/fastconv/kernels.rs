@@ -301,6 +301,9 @@ pub(super) fn forward(
     bias: Option<&[f32]>,
     shape: &ConvShape,
 ) -> Vec<f32> {
+    if winograd::applies(shape) && super::algorithm() == super::Algorithm::Winograd {
+        return winograd::forward(x, weight, bias, shape);
+    }
     let taps = shape.k * shape.k;
     let packed = pack_weights(weight, shape.c_out, shape.c_in, taps, false);
     let mut bias_padded = vec![0.0; shape.c_out.next_multiple_of(MO)];
@@ -408,6 +411,9 @@ pub(super) fn backward(
     shape: &ConvShape,
     needs: Needs,
 ) -> Grads {
+    if winograd::applies(shape) && super::algorithm() == super::Algorithm::Winograd {
+        return winograd::backward(x, weight, dy, shape, needs);
+    }
     let (n, c_in, c_out, h, w) = (shape.n, shape.c_in, shape.c_out, shape.h, shape.w);
     let taps = shape.k * shape.k;
     let cols = c_in * taps;
@@ -617,6 +623,8 @@ fn weight_grad_band(
         }
     }
 }
+
+mod winograd;
 
 #[cfg(target_arch = "x86_64")]
 mod avx {
