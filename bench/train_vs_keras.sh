@@ -11,8 +11,11 @@ anchor_setup tf
 cargo build --release --quiet
 leuko=target/release/leuko
 
-ours=(); theirs=()
+ours=(); direct=(); theirs=()
 for r in $(seq "$reps"); do
+  d=$($leuko bench train --net final --threads 2 --warmup 3 --steps 15 --conv direct --format json)
+  echo "leuko direct 3x3 rep $r: $d"
+  direct+=("$(echo "$d" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
   o=$($leuko bench train --net final --threads 2 --warmup 3 --steps 15 --format json)
   echo "leuko  rep $r: $o"
   ours+=("$(echo "$o" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
@@ -21,17 +24,20 @@ for r in $(seq "$reps"); do
   theirs+=("$(echo "$k" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["images_per_s"])')")
 done
 last=$o
-"$PY" - "$last" "${ours[*]}" "${theirs[*]}" <<'PY'
+"$PY" - "$last" "${ours[*]}" "${theirs[*]}" "${direct[*]}" <<'PY'
 import json, statistics, sys
 last = json.loads(sys.argv[1])
 ours = [float(x) for x in sys.argv[2].split()]
 theirs = [float(x) for x in sys.argv[3].split()]
-mo, mt = statistics.median(ours), statistics.median(theirs)
+direct = [float(x) for x in sys.argv[4].split()]
+mo, mt, md = statistics.median(ours), statistics.median(theirs), statistics.median(direct)
 flops_per_img = last["gflops"] / last["images_per_s"]
 print(f"final net, batch 32, 128x128, 2 threads, median of {len(ours)} repetitions")
 print(f"  leuko : {mo:7.1f} images/s  ({ours})")
 print(f"  keras : {mt:7.1f} images/s  ({theirs})")
 print(f"  ratio : {mo / mt:5.2f}x  (bar: >= 2x)")
+print(f"  leuko with the direct 3x3 kernels (--conv direct): {md:.1f} images/s = {md / mt:.2f}x keras; Winograd gains {mo / md:.2f}x")
+print("  (GFLOP/s below count a direct convolution's FLOPs, the issue's formula; Winograd does fewer, so they are effective figures)")
 print(f"  leuko : {mo * flops_per_img:6.1f} GFLOP/s = {100 * mo * flops_per_img / last['peak_gflops']:.0f}% of {last['peak_gflops']:.0f} GFLOP/s fp32 peak ({last['threads']} cores x 32 FLOP/cycle x {last['clock_ghz']:.2f} GHz, clock from {last['clock_source']})")
 if last.get("measured_peak_gflops"):
     m = last["measured_peak_gflops"]

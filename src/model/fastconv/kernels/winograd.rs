@@ -110,9 +110,9 @@ impl Tiles {
     }
 
     /// Scratch floats of the transforms: the even / odd columns of a band's padded input rows
-    /// ([`Tiles::transform_input`]), or six rows of tiles ([`Tiles::transform_output_grad`]).
+    /// ([`Tiles::transform_input`]), or of two output rows ([`Tiles::transform_output_grad`]).
     fn row_scratch(&self) -> usize {
-        (2 * (2 * self.rows + 2) * (self.tw + 1)).max(6 * self.tw)
+        2 * (2 * self.rows + 2) * (self.tw + 1)
     }
 
     /// Transforms tile rows `r0 .. r0 + rn` of the `channels` planes of one image (`src`,
@@ -216,12 +216,11 @@ impl Tiles {
     ) {
         let (h, w, tw, plane) = (self.h, self.w, self.tw, self.plane);
         let used = rn * tw;
-        let (split, rest) = tmp.split_at_mut(4 * tw);
-        let (ra0, rest) = rest.split_at_mut(tw);
-        let ra1 = &mut rest[..tw];
-        let (e0, rest) = split.split_at_mut(tw);
+        let (e0, rest) = tmp.split_at_mut(tw);
         let (o0, rest) = rest.split_at_mut(tw);
-        let (e1, o1) = rest.split_at_mut(tw);
+        let (e1, rest) = rest.split_at_mut(tw);
+        let o1 = &mut rest[..tw];
+        let stride = planes * plane;
         for c in 0..planes {
             if c >= channels {
                 for ab in 0..AB {
@@ -243,37 +242,25 @@ impl Tiles {
                         o.fill(0.0);
                     }
                 }
-                let at = r * tw;
-                for a in 0..4 {
-                    // Rows: R[a][j] = Σ_i A[a][i] dY[i][j], A = [1 0; 1 1; 1 -1; 0 -1].
-                    match a {
-                        0 => {
-                            ra0.copy_from_slice(e0);
-                            ra1.copy_from_slice(o0);
-                        }
-                        1 => {
-                            zip2(ra0, e0, e1, |x, y| x + y);
-                            zip2(ra1, o0, o1, |x, y| x + y);
-                        }
-                        2 => {
-                            zip2(ra0, e0, e1, |x, y| x - y);
-                            zip2(ra1, o0, o1, |x, y| x - y);
-                        }
-                        _ => {
-                            zip2(ra0, e1, e1, |x, _| -x);
-                            zip2(ra1, o1, o1, |x, _| -x);
-                        }
+                let base = c * plane + r * tw;
+                let full = tw / 8 * 8;
+                #[cfg(target_arch = "x86_64")]
+                for t in (0..full).step_by(8) {
+                    // SAFETY: AVX2 available (caller's contract); tiles t .. t + 8 ≤ tw of the
+                    // four rows of tw floats; the 16 destinations `stride` apart hold tw floats
+                    // from `base` each.
+                    unsafe {
+                        let src = [&*e0, &*o0, &*e1, &*o1].map(|v| v.as_ptr().add(t));
+                        simd::output_grad_tiles(src, dst.as_mut_ptr().add(base + t), stride);
                     }
-                    // Columns: dM[a][b] = Σ_j R[a][j] A[b][j].
-                    let at_b = |b: usize| ((a * 4 + b) * planes + c) * plane + at;
-                    let i = at_b(0);
-                    dst[i..i + tw].copy_from_slice(ra0);
-                    let i = at_b(1);
-                    zip2(&mut dst[i..i + tw], ra0, ra1, |x, y| x + y);
-                    let i = at_b(2);
-                    zip2(&mut dst[i..i + tw], ra0, ra1, |x, y| x - y);
-                    let i = at_b(3);
-                    zip2(&mut dst[i..i + tw], ra1, ra1, |x, _| -x);
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                let full = 0;
+                for t in full..tw {
+                    let tile = output_grad_tile([e0[t], o0[t], e1[t], o1[t]]);
+                    for (ab, v) in tile.into_iter().enumerate() {
+                        dst[base + ab * stride + t] = v;
+                    }
                 }
             }
             for ab in 0..AB {
@@ -284,7 +271,7 @@ impl Tiles {
 
     /// Output transform `Aᵀ M A` of one channel's products (`m`: its 16 planes, `stride` floats
     /// apart) for tile rows `r0 .. r0 + rn`, plus `bias`, written to output rows of `out`
-    /// (`[h][w]` of that channel). `tmp` is scratch of [`Tiles::row_scratch`].
+    /// (`[h][w]` of that channel).
     ///
     /// # Safety
     /// AVX2 and FMA available; `out` valid for writes of the rows `2 r0 .. min(2 (r0 + rn), h)` of a `[h][w]` plane, and
@@ -299,10 +286,8 @@ impl Tiles {
         rn: usize,
         bias: f32,
         out: *mut f32,
-        tmp: &mut [f32],
     ) {
         let (h, w, tw) = (self.h, self.w, self.tw);
-        let _ = tmp;
         // Tiles whose four outputs all lie in the image, in whole groups of 8 on the fast path.
         let full_cols = w / 2;
         for r in 0..rn {
@@ -368,6 +353,26 @@ fn input_tile(d: [[f32; 4]; 4]) -> [f32; AB] {
     })
 }
 
+/// `A dY Aᵀ` of one tile's output gradient `[y00, y01, y10, y11]`, as `[a * 4 + b]`.
+fn output_grad_tile([y00, y01, y10, y11]: [f32; 4]) -> [f32; AB] {
+    // Rows: R[a][j] = Σ_i A[a][i] dY[i][j], A = [1 0; 1 1; 1 -1; 0 -1]; then columns.
+    let rows = [
+        [y00, y01],
+        [y00 + y10, y01 + y11],
+        [y00 - y10, y01 - y11],
+        [-y10, -y11],
+    ];
+    core::array::from_fn(|ab| {
+        let [r0, r1] = rows[ab / 4];
+        match ab % 4 {
+            0 => r0,
+            1 => r0 + r1,
+            2 => r0 - r1,
+            _ => -r1,
+        }
+    })
+}
+
 /// `Aᵀ M A + bias` of one tile's 16 products: outputs `[y00, y01, y10, y11]`.
 fn output_tile(m: [f32; AB], bias: f32) -> [f32; 4] {
     let pa = |a: usize| {
@@ -400,13 +405,6 @@ fn deinterleave(row: &[f32], even: &mut [f32], odd: &mut [f32]) {
     odd[pairs..].fill(0.0);
     if row.len() % 2 == 1 {
         even[pairs] = row[row.len() - 1];
-    }
-}
-
-/// `out[t] = f(a[t], b[t])` (a loop the compiler vectorises).
-fn zip2(out: &mut [f32], a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32) {
-    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-        *o = f(x, y);
     }
 }
 
@@ -476,6 +474,32 @@ mod simd {
                 _mm256_storeu_ps(out.add((4 + b) * stride), _mm256_add_ps(h1[b], h2[b]));
                 _mm256_storeu_ps(out.add((8 + b) * stride), _mm256_sub_ps(h2[b], h1[b]));
                 _mm256_storeu_ps(out.add((12 + b) * stride), _mm256_sub_ps(h1[b], h3[b]));
+            }
+        }
+    }
+
+    /// [`super::output_grad_tile`] for 8 consecutive tiles: `src` = the tiles' dY[0][0],
+    /// dY[0][1], dY[1][0], dY[1][1]; value `ab` goes to `out + ab * stride`.
+    ///
+    /// # Safety
+    /// AVX2 available; the 4 sources readable for 8 floats, the 16 destinations writable for 8.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn output_grad_tiles(src: [*const f32; 4], out: *mut f32, stride: usize) {
+        // SAFETY: reads and writes as the contract states.
+        unsafe {
+            let [y00, y01, y10, y11] = src.map(|p| _mm256_loadu_ps(p));
+            let zero = _mm256_setzero_ps();
+            let rows = [
+                [y00, y01],
+                [_mm256_add_ps(y00, y10), _mm256_add_ps(y01, y11)],
+                [_mm256_sub_ps(y00, y10), _mm256_sub_ps(y01, y11)],
+                [_mm256_sub_ps(zero, y10), _mm256_sub_ps(zero, y11)],
+            ];
+            for (a, [r0, r1]) in rows.into_iter().enumerate() {
+                _mm256_storeu_ps(out.add(4 * a * stride), r0);
+                _mm256_storeu_ps(out.add((4 * a + 1) * stride), _mm256_add_ps(r0, r1));
+                _mm256_storeu_ps(out.add((4 * a + 2) * stride), _mm256_sub_ps(r0, r1));
+                _mm256_storeu_ps(out.add((4 * a + 3) * stride), _mm256_sub_ps(zero, r1));
             }
         }
     }
@@ -648,7 +672,6 @@ fn conv(
                         rn,
                         b,
                         out_ptr.at((img * c_dst + co) * h * w),
-                        rows,
                     );
                 }
             }
