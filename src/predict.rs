@@ -142,6 +142,8 @@ pub struct Classifier {
     views: Views,
     /// Class weights applied to the network's probabilities (see [`Prior`]).
     prior: Option<Vec<f32>>,
+    /// The photos' magnification relative to BCCD's (see [`Classifier::set_magnification`]).
+    magnification: f32,
     /// Where the model came from, for messages ("embedded default model" or a path).
     origin: String,
 }
@@ -185,6 +187,7 @@ impl Classifier {
             rules,
             views: Views::Single,
             prior,
+            magnification: 1.0,
             origin: origin.to_string(),
         })
     }
@@ -222,6 +225,34 @@ impl Classifier {
         self.prior = prior.weights(&self.meta).map(<[f32]>::to_vec);
     }
 
+    /// Photos taken at `m` times BCCD's magnification (cells `m` times as large in a photo of
+    /// the same size, e.g. 2 for cells twice as wide as BCCD's): the isolation runs on each
+    /// photo resized by `1 / m` ([`crate::isolate::isolate_at`]) and the unusual-size review
+    /// rule judges boxes at that scale; boxes stay in the photo's own pixels. Default 1.
+    pub fn set_magnification(&mut self, m: crate::tensors::Magnification) {
+        self.magnification = m.0;
+    }
+
+    /// `b` (in a `w x h` photo) and the photo's size as they would be at BCCD's magnification.
+    fn at_bccd_scale(&self, b: &LeukocyteBox, w: u32, h: u32) -> (LeukocyteBox, u32, u32) {
+        let m = f64::from(self.magnification);
+        if m == 1.0 {
+            return (*b, w, h);
+        }
+        let fw = ((w as f64 / m).round() as u32).max(1);
+        let fh = ((h as f64 / m).round() as u32).max(1);
+        (
+            b.resized(
+                fw as f64 / w.max(1) as f64,
+                fh as f64 / h.max(1) as f64,
+                fw,
+                fh,
+            ),
+            fw,
+            fh,
+        )
+    }
+
     /// Finds, crops and classifies every leukocyte in a photo.
     pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
         self.classify_timed(photo).map(|(p, _)| p)
@@ -230,7 +261,7 @@ impl Classifier {
     /// [`Classifier::classify`], also timing its two stages (for `leuko bench predict`).
     pub fn classify_timed(&self, photo: &RgbImage) -> Result<(PhotoPrediction, StageTimes)> {
         let t0 = Instant::now();
-        let boxes = crate::isolate::isolate(photo, &self.isolation);
+        let boxes = crate::isolate::isolate_at(photo, &self.isolation, self.magnification);
         let mut crops: Vec<RgbImage> = boxes
             .iter()
             .map(|b| crate::isolate::crop(photo, b, &self.crop))
@@ -263,9 +294,8 @@ impl Classifier {
                     p.iter()
                         .enumerate()
                         .fold((0, &f32::MIN), |b, x| if x.1 > b.1 { x } else { b });
-                let reasons = self
-                    .rules
-                    .reasons(&bbox, photo.width(), photo.height(), confidence);
+                let (frame_box, fw, fh) = self.at_bccd_scale(&bbox, photo.width(), photo.height());
+                let reasons = self.rules.reasons(&frame_box, fw, fh, confidence);
                 CellPrediction {
                     cell: i + 1,
                     bbox,

@@ -10,20 +10,30 @@ use rayon::prelude::*;
 
 /// The network input for one photo, and whether a leukocyte was found in it.
 pub fn network_input(photo: &RgbImage, input: &InputConfig) -> (RgbImage, bool) {
-    let (mut img, found) = unbalanced_input(photo, input);
+    network_input_at(photo, input, 1.0)
+}
+
+/// [`network_input`] for a photo taken at `magnification` times BCCD's (the isolation looks for
+/// cells at BCCD's scale: [`crate::isolate::isolate_at`]).
+pub fn network_input_at(
+    photo: &RgbImage,
+    input: &InputConfig,
+    magnification: f32,
+) -> (RgbImage, bool) {
+    let (mut img, found) = unbalanced_input(photo, input, magnification);
     if input.white_balance() {
         white_balance(&mut img, photo_background(photo));
     }
     (img, found)
 }
 
-fn unbalanced_input(photo: &RgbImage, input: &InputConfig) -> (RgbImage, bool) {
+fn unbalanced_input(photo: &RgbImage, input: &InputConfig, magnification: f32) -> (RgbImage, bool) {
     let (w, h) = input.dims();
     match input.crop_config() {
         None => (resize(photo, w, h), true),
         Some(crop) => {
             let cfg = crate::isolate::IsolationConfig::default();
-            let boxes = crate::isolate::isolate(photo, &cfg);
+            let boxes = crate::isolate::isolate_at(photo, &cfg, magnification);
             match boxes.first() {
                 Some(b) => (crate::isolate::crop(photo, b, &crop), true),
                 // Nothing found: the whole photo, as the study's pipeline does.
@@ -180,6 +190,9 @@ impl std::str::FromStr for Blur {
 pub struct PhotoChange {
     pub cast: Option<ColourCast>,
     pub magnification: Option<Magnification>,
+    /// Tell the isolation `magnification`, as `leuko predict --magnification` does
+    /// ([`network_input_at`]); otherwise it assumes BCCD's.
+    pub compensate: bool,
     pub blur: Option<Blur>,
 }
 
@@ -243,7 +256,11 @@ pub fn prepare_changed(
             if let Some(Blur(sigma)) = change.blur {
                 photo = image::imageops::blur(&photo, sigma);
             }
-            let (img, found) = network_input(&photo, input);
+            let told = match change.magnification {
+                Some(Magnification(m)) if change.compensate => m,
+                _ => 1.0,
+            };
+            let (img, found) = network_input_at(&photo, input, told);
             let label = classes.index_of(s.label).ok_or_else(|| {
                 crate::LeukoError::Invalid(format!(
                     "image {}: class {} is not in the class set",

@@ -60,6 +60,12 @@ pub struct ClassifyArgs {
     /// equally likely a priori (more rare-type calls, more false ones).
     #[arg(long, value_enum, default_value_t)]
     pub prior: leuko::train::Prior,
+    /// The photos' magnification relative to BCCD's, 0.25 to 4: how many times as large the
+    /// cells are as in a BCCD photo of the same size (e.g. 2 for a 2x stronger objective at the
+    /// same camera resolution). Leukocytes are looked for at BCCD's scale; boxes stay in the
+    /// photo's pixels.
+    #[arg(long, value_name = "F", default_value = "1")]
+    pub magnification: leuko::tensors::Magnification,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -78,6 +84,7 @@ pub fn classify_inputs(
     let mut classifier = Classifier::from_option(a.model.as_deref())?;
     classifier.set_views(a.views);
     classifier.set_prior(a.prior);
+    classifier.set_magnification(a.magnification);
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
         if n == 0 {

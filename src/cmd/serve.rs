@@ -25,13 +25,18 @@ pub struct ServeArgs {
     /// Photos classified at the same time (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// The photos' magnification relative to BCCD's, 0.25 to 4, for every upload (as
+    /// `predict --magnification`).
+    #[arg(long, value_name = "F", default_value = "1")]
+    pub magnification: leuko::tensors::Magnification,
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     if args.max_body_mb == 0 || args.max_body_mb > 4096 {
         bail!("--max-body-mb must be between 1 and 4096");
     }
-    let classifier = Classifier::from_option(args.model.as_deref())?;
+    let mut classifier = Classifier::from_option(args.model.as_deref())?;
+    classifier.set_magnification(args.magnification);
     let mut config = ServeConfig {
         max_body_bytes: args.max_body_mb * 1024 * 1024,
         ..ServeConfig::default()

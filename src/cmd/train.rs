@@ -155,6 +155,10 @@ pub struct EvaluateArgs {
     /// photo's size, below 1 the photo shrunk into a frame of its own background colour.
     #[arg(long, value_name = "FACTOR")]
     pub magnification: Option<leuko::tensors::Magnification>,
+    /// With --magnification: tell leuko the photos' magnification, as `predict
+    /// --magnification FACTOR` does (the isolation then looks for cells at BCCD's scale).
+    #[arg(long, requires = "magnification")]
+    pub compensate: bool,
     /// Blur every photo (last) with a Gaussian of this standard deviation in photo pixels: a
     /// photo out of focus, or from a weaker objective or camera.
     #[arg(long, value_name = "SIGMA")]
@@ -252,6 +256,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let change = leuko::tensors::PhotoChange {
         cast: a.colour_cast,
         magnification: a.magnification,
+        compensate: a.compensate,
         blur: a.blur,
     };
     let set = leuko::tensors::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
@@ -305,6 +310,9 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 None => String::new(),
             };
             let cast = match a.magnification {
+                Some(leuko::tensors::Magnification(f)) if a.compensate => {
+                    format!("{cast}, magnification x{f} (told to leuko)")
+                }
                 Some(leuko::tensors::Magnification(f)) => format!("{cast}, magnification x{f}"),
                 None => cast,
             };

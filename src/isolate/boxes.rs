@@ -26,6 +26,24 @@ impl LeukocyteBox {
         self.y_max.saturating_sub(self.y_min)
     }
 
+    /// The box in a photo of `width x height` pixels that is the same scene resized by
+    /// `fx` horizontally and `fy` vertically (edges rounded outwards, clipped to the photo).
+    pub fn resized(&self, fx: f64, fy: f64, width: u32, height: u32) -> LeukocyteBox {
+        let lo = |v: u32, f: f64, max: u32| ((v as f64 * f).floor().max(0.0) as u32).min(max);
+        let hi = |v: u32, f: f64, max: u32| ((v as f64 * f).ceil().max(0.0) as u32).min(max);
+        let b = LeukocyteBox {
+            x_min: lo(self.x_min, fx, width),
+            y_min: lo(self.y_min, fy, height),
+            x_max: hi(self.x_max, fx, width),
+            y_max: hi(self.y_max, fy, height),
+            area_px: 0,
+        };
+        LeukocyteBox {
+            area_px: ((self.area_px as f64 * fx * fy).round() as u64).min(b.box_area_px()),
+            ..b
+        }
+    }
+
     /// Pixels covered by the box (not the mask).
     pub fn box_area_px(&self) -> u64 {
         self.width() as u64 * self.height() as u64
@@ -185,6 +203,31 @@ mod tests {
             y_max: y1,
             nucleus_area_px: a,
         }
+    }
+
+    #[test]
+    fn resized_boxes_round_outwards_and_stay_in_the_photo() {
+        let b = LeukocyteBox {
+            x_min: 11,
+            y_min: 20,
+            x_max: 31,
+            y_max: 40,
+            area_px: 100,
+        };
+        // Half size: edges rounded outwards (5.5 → 5, 15.5 → 16), area by the factors' product.
+        let half = b.resized(0.5, 0.5, 320, 240);
+        assert_eq!(
+            (half.x_min, half.y_min, half.x_max, half.y_max),
+            (5, 10, 16, 20)
+        );
+        assert_eq!(half.area_px, 25);
+        // Twice the size in a photo too small for it: clipped.
+        let big = b.resized(2.0, 2.0, 50, 70);
+        assert_eq!(
+            (big.x_min, big.y_min, big.x_max, big.y_max),
+            (22, 40, 50, 70)
+        );
+        assert!(big.area_px <= big.box_area_px());
     }
 
     #[test]

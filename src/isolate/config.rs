@@ -158,6 +158,24 @@ impl Default for IsolationConfig {
 }
 
 impl IsolationConfig {
+    /// The settings for the same scene in a photo resized by `scale`: the working resolution's
+    /// bound follows the resize (so the shrink factor, and with it the size of a cell in working
+    /// pixels, stay those of the original photo) and the minimum areas, shares of the photo,
+    /// follow the photo's area. Radii are in working pixels and need no change.
+    pub fn at_scale(&self, scale: f64) -> IsolationConfig {
+        let s = if scale.is_finite() && scale > 0.0 {
+            scale
+        } else {
+            1.0
+        };
+        IsolationConfig {
+            work_max_side_px: ((self.work_max_side_px as f64 * s).round() as u32).max(1),
+            seed_min_area_fraction: self.seed_min_area_fraction / (s * s),
+            min_area_fraction: self.min_area_fraction / (s * s),
+            ..self.clone()
+        }
+    }
+
     /// Checks ranges; the message names the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(LeukoError::Config(m));
@@ -261,6 +279,23 @@ mod tests {
         cfg.validate().unwrap();
         let back = IsolationConfig::from_toml(&cfg.to_toml()).unwrap();
         assert_eq!(back, cfg);
+    }
+
+    #[test]
+    fn at_scale_keeps_the_working_cell_size() {
+        let cfg = IsolationConfig::default();
+        // A photo halved: the working bound halves (so a 320-px photo shrinks 3x, as its 640-px
+        // original), the minimum shares of the (4x smaller) area quadruple, radii stay.
+        let half = cfg.at_scale(0.5);
+        assert_eq!(half.work_max_side_px, 120);
+        assert_eq!(
+            crate::isolate::work_factor(320, 240, half.work_max_side_px),
+            crate::isolate::work_factor(640, 480, cfg.work_max_side_px)
+        );
+        assert!((half.min_area_fraction - 4.0 * cfg.min_area_fraction).abs() < 1e-12);
+        assert!((half.seed_min_area_fraction - 4.0 * cfg.seed_min_area_fraction).abs() < 1e-12);
+        assert_eq!(half.open_radius_px, cfg.open_radius_px);
+        assert_eq!(cfg.at_scale(1.0), cfg);
     }
 
     #[test]

@@ -64,6 +64,33 @@ pub use score::{iou_with_voc, score_dataset, score_dataset_with, ImageScore, Sco
 
 use image::{GrayImage, RgbImage};
 
+/// [`isolate`] for a photo taken at `magnification` times BCCD's (its cells that many times as
+/// large as in a BCCD photo of the same size), boxes in `photo`'s pixels.
+///
+/// The isolation's radii and minimum areas are set for cells of BCCD's size, so the photo is
+/// first resized by `1 / magnification` (cells at BCCD's size, the field of view larger or
+/// smaller than BCCD's) and isolated with [`IsolationConfig::at_scale`], which keeps cells at
+/// BCCD's size in working pixels too. A factor of 1 (or one that is not a positive number) is
+/// plain [`isolate`].
+pub fn isolate_at(
+    photo: &RgbImage,
+    cfg: &IsolationConfig,
+    magnification: f32,
+) -> Vec<LeukocyteBox> {
+    let m = f64::from(magnification);
+    let (w, h) = photo.dimensions();
+    if !(m.is_finite() && m > 0.0) || (m - 1.0).abs() < 1e-6 || w == 0 || h == 0 {
+        return isolate(photo, cfg);
+    }
+    let sw = ((w as f64 / m).round() as u32).max(1);
+    let sh = ((h as f64 / m).round() as u32).max(1);
+    let scaled = image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
+    isolate(&scaled, &cfg.at_scale(1.0 / m))
+        .into_iter()
+        .map(|b| b.resized(w as f64 / sw as f64, h as f64 / sh as f64, w, h))
+        .collect()
+}
+
 /// Everything [`isolate_with_mask`] found in one photo.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Isolation {

@@ -16,19 +16,27 @@
 //!
 //! # The kernels
 //!
-//! All three products (output, input gradient, weight gradient) are direct convolutions over a
-//! *flattened band*: a few image rows, all channels, copied into a thread-local buffer with one
-//! zero column per row and zero halo rows. In that layout a 3x3 "same" convolution becomes a
-//! 1-D convolution with nine fixed offsets, so the inner loops are plain unit-stride SIMD loads
-//! without any boundary test:
+//! Two algorithms, both in `kernels`:
 //!
-//! * forward / input gradient: a 4 output channels x 24 positions register block (12 AVX
-//!   accumulators), each step one broadcast weight times three input vectors. The input gradient
-//!   of a "same" convolution is the same convolution of the output gradient with the transposed,
-//!   spatially flipped kernel.
-//! * weight gradient: a 4 output channels x 3 taps block of dot products over band positions,
-//!   summed over bands and images in a fixed order (results do not depend on thread count or
-//!   scheduling).
+//! * **Winograd F(2x2, 3x3)** (`kernels::winograd`, the default for 3x3 layers with at least 8
+//!   input and output channels, i.e. every 3x3 layer of the network but the first): each 2x2
+//!   output tile from its 4x4 input tile with 16 multiply-adds per channel pair instead of 36,
+//!   for the output and both gradients. The channel sums after the transforms run on the direct
+//!   kernels' 1x1 register block and dot-product block. Results differ from the direct kernels in
+//!   the last bits (both are held to burn's convolution by the same tests); [`with_algorithm`]
+//!   selects the direct kernels instead, e.g. to compare speed (`leuko bench train --conv
+//!   direct`).
+//! * **Direct convolution** over a *flattened band*: a few image rows, all channels, copied into
+//!   a thread-local buffer with one zero column per row and zero halo rows. In that layout a 3x3
+//!   "same" convolution becomes a 1-D convolution with nine fixed offsets, so the inner loops are
+//!   plain unit-stride SIMD loads without any boundary test:
+//!   * forward / input gradient: a 4 output channels x 24 positions register block (12 AVX
+//!     accumulators), each step one broadcast weight times three input vectors. The input
+//!     gradient of a "same" convolution is the same convolution of the output gradient with the
+//!     transposed, spatially flipped kernel.
+//!   * weight gradient: a 4 output channels x 3 taps block of dot products over band positions,
+//!     summed over bands and images in a fixed order (results do not depend on thread count or
+//!     scheduling).
 //!
 //! The register blocks are inline assembly (AVX2 + FMA, see `kernels::avx` for why). Work is
 //! split into (image, band) tasks on rayon's pool; bands are sized to keep a task's buffers in
@@ -36,9 +44,11 @@
 //! only their result tensors (advised onto transparent huge pages: see
 //! `kernels::output_buffer`).
 //!
-//! Measured with `cargo run --release --bin bench_conv` (2-core AVX2 EPYC, batch 32): forward
-//! plus backward of all the classifier's convolutions 5.5-6x faster than burn-flex's, at about
-//! 70 % of the machine's fp32 peak.
+//! Measured with `cargo run --release --bin bench_conv` (2-core AVX2 EPYC, batch 32, direct
+//! kernels, before Winograd): forward plus backward of all the classifier's convolutions 5.5-6x
+//! faster than burn-flex's, at about 70 % of the machine's fp32 peak. Winograd made a whole
+//! training step about 15 % faster again on the 2-core Zen 4 machine of session 9 (README,
+//! "Training speed").
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
