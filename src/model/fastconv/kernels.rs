@@ -1,5 +1,9 @@
 //! Band-tiled direct convolution kernels (x86-64 AVX2 + FMA), forward and backward.
 //!
+//! [`forward`] and [`backward`] hand 3x3 convolutions with at least 8 input and output channels
+//! to the Winograd kernels of [`winograd`] (which reuse this module's 1x1 and dot-product register
+//! blocks) unless the caller chose the direct algorithm (`super::with_algorithm`).
+//!
 //! # Flattened bands
 //!
 //! A task handles the output rows `h0 .. h0 + r` of one image. Its input is copied into a
