@@ -493,35 +493,49 @@ pub(super) fn backward(
 
     // Fixed chunks of consecutive tasks, each summing into its own partial gradients (the
     // weight gradient in the register-block layout of `weight_grad_band`).
-    let chunks = tasks.min(REDUCE_CHUNKS);
     let blocked_len = c_out_pad / MO * cols.div_ceil(NJ) * MO * NJ;
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
-        .into_par_iter()
-        .map(|chunk| {
-            let mut dw = vec![0.0f32; if needs.weight { blocked_len } else { 0 }];
-            let mut db = vec![0.0f32; c_out];
-            for task in chunk * tasks / chunks..(chunk + 1) * tasks / chunks {
-                one_task(task, &mut dw, &mut db);
-            }
-            (dw, db)
-        })
-        .collect();
+    let dw_len = if needs.weight { blocked_len } else { 0 };
+    let (dw, db) = sum_over_chunks(tasks, dw_len, c_out, one_task);
     if let Some(dx) = dx.as_mut() {
         // SAFETY: the tasks cover every (image, band) pair and each wrote all `c_in` channels of
         // its rows in full, so all `n * c_in * h * w` elements are initialised.
         unsafe { dx.set_len(n * c_in * h * w) };
-    }
-    let mut partials = partials.into_iter();
-    let (mut dw, mut db) = partials.next().unwrap_or_default();
-    for (pw, pb) in partials {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
     }
     Grads {
         input: dx,
         weight: needs.weight.then(|| unblock(&dw, c_out, cols)),
         bias: needs.bias.then_some(db),
     }
+}
+
+/// Runs tasks `0 .. tasks` in at most [`REDUCE_CHUNKS`] fixed chunks of consecutive tasks on
+/// rayon's pool, each chunk's tasks adding into that chunk's own partial sums (`len_a` and
+/// `len_b` floats, zeroed), then adds the chunks' sums in chunk order: the totals do not depend
+/// on thread count or scheduling.
+fn sum_over_chunks(
+    tasks: usize,
+    len_a: usize,
+    len_b: usize,
+    one_task: impl Fn(usize, &mut [f32], &mut [f32]) + Sync,
+) -> (Vec<f32>, Vec<f32>) {
+    let chunks = tasks.min(REDUCE_CHUNKS);
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
+        .into_par_iter()
+        .map(|chunk| {
+            let (mut a, mut b) = (vec![0.0f32; len_a], vec![0.0f32; len_b]);
+            for task in chunk * tasks / chunks..(chunk + 1) * tasks / chunks {
+                one_task(task, &mut a, &mut b);
+            }
+            (a, b)
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let (mut a, mut b) = partials.next().unwrap_or_default();
+    for (pa, pb) in partials {
+        a.iter_mut().zip(&pa).for_each(|(x, y)| *x += y);
+        b.iter_mut().zip(&pb).for_each(|(x, y)| *x += y);
+    }
+    (a, b)
 }
 
 /// Converts a weight gradient from the register-block layout of [`weight_grad_band`]

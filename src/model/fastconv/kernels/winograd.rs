@@ -44,7 +44,7 @@ use rayon::prelude::*;
 
 use super::super::ConvShape;
 use super::{
-    avx, output_buffer, with_scratch, Grads, Needs, SharedOut, MO, NJ, REDUCE_CHUNKS, STRIP,
+    avx, output_buffer, sum_over_chunks, with_scratch, Grads, Needs, SharedOut, MO, NJ, STRIP,
 };
 
 /// Transformed values per tile (4x4).
@@ -738,24 +738,8 @@ pub(super) fn backward(
                 weight_products(&geo, gb, c_out_pad, vb, x_planes, rn, du);
             });
         };
-        let chunks = tasks.min(REDUCE_CHUNKS);
-        let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..chunks)
-            .into_par_iter()
-            .map(|chunk| {
-                let mut du = vec![0.0f32; if needs.weight { blocked_len } else { 0 }];
-                let mut db = vec![0.0f32; c_out];
-                for task in chunk * tasks / chunks..(chunk + 1) * tasks / chunks {
-                    one_task(task, &mut du, &mut db);
-                }
-                (du, db)
-            })
-            .collect();
-        let mut partials = partials.into_iter();
-        let (mut du, mut db) = partials.next().unwrap_or_default();
-        for (pu, pb) in partials {
-            du.iter_mut().zip(&pu).for_each(|(a, b)| *a += b);
-            db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-        }
+        let du_len = if needs.weight { blocked_len } else { 0 };
+        let (du, db) = sum_over_chunks(tasks, du_len, c_out, one_task);
         (
             needs
                 .weight
