@@ -144,20 +144,6 @@ pub fn train_step(
     steps: usize,
     conv: Algorithm,
 ) -> TrainBench {
-    crate::model::fastconv::with_algorithm(conv, || {
-        train_step_with(blocks, height, width, batch, warmup, steps, conv)
-    })
-}
-
-fn train_step_with(
-    blocks: &[usize],
-    height: usize,
-    width: usize,
-    batch: usize,
-    warmup: usize,
-    steps: usize,
-    conv: Algorithm,
-) -> TrainBench {
     let device = crate::train::training_device();
     device.seed(42);
     let cfg = NetConfig::new(blocks.to_vec(), 4);
@@ -174,9 +160,12 @@ fn train_step_with(
         let t0 = Instant::now();
         let x = images_tensor(data.clone(), batch, width as u32, height as u32, &device);
         let y = labels_tensor(&labels, &device);
-        let loss = loss_fn.forward(model.forward_train(x, i as u64), y);
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        model = optim.step(1e-3, model, grads);
+        let (next, loss) = crate::model::fastconv::with_algorithm(conv, || {
+            let loss = loss_fn.forward(model.forward_train(x, i as u64), y);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            (optim.step(1e-3, model, grads), loss)
+        });
+        model = next;
         // Reading the loss forces the step to finish (backends may be lazy).
         let _ = loss.into_data();
         if i >= warmup {

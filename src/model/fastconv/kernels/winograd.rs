@@ -139,9 +139,7 @@ impl Tiles {
         let used = rn * tw;
         for c in 0..planes {
             if c >= channels {
-                for ab in 0..AB {
-                    dst[(ab * planes + c) * plane..][..plane].fill(0.0);
-                }
+                zero_from(dst, planes, plane, c, 0);
                 continue;
             }
             let img = &src[c * h * w..(c + 1) * h * w];
@@ -189,9 +187,7 @@ impl Tiles {
                     }
                 }
             }
-            for ab in 0..AB {
-                dst[(ab * planes + c) * plane + used..][..plane - used].fill(0.0);
-            }
+            zero_from(dst, planes, plane, c, used);
         }
     }
 
@@ -223,9 +219,7 @@ impl Tiles {
         let stride = planes * plane;
         for c in 0..planes {
             if c >= channels {
-                for ab in 0..AB {
-                    dst[(ab * planes + c) * plane..][..plane].fill(0.0);
-                }
+                zero_from(dst, planes, plane, c, 0);
                 continue;
             }
             let img = &dy[c * h * w..(c + 1) * h * w];
@@ -263,9 +257,7 @@ impl Tiles {
                     }
                 }
             }
-            for ab in 0..AB {
-                dst[(ab * planes + c) * plane + used..][..plane - used].fill(0.0);
-            }
+            zero_from(dst, planes, plane, c, used);
         }
     }
 
@@ -335,6 +327,15 @@ impl Tiles {
                 }
             }
         }
+    }
+}
+
+/// Zeroes channel `c`'s 16 planes of a transformed band (`[16][planes][plane]`) from tile
+/// `from` on: a padding channel entirely, otherwise past the band's last tile, so that whole
+/// register blocks may run over them.
+fn zero_from(dst: &mut [f32], planes: usize, plane: usize, c: usize, from: usize) {
+    for ab in 0..AB {
+        dst[(ab * planes + c) * plane + from..][..plane - from].fill(0.0);
     }
 }
 
