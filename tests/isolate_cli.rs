@@ -6,20 +6,15 @@ use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba};
 use leuko::imageio::decode_rgb;
 use leuko::isolate::{isolate, IsolationConfig};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{huge_png_header, text};
 
 const PHOTO: &str = "../shared/data/bccd/JPEGImages/BloodImage_00000.jpg";
 
 fn leuko(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leuko"))
-        .arg("isolate")
-        .args(args)
-        .output()
-        .expect("run leuko")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    common::leuko("isolate", args)
 }
 
 /// A smear with one leukocyte, drawn.
@@ -36,33 +31,6 @@ fn smear() -> RgbImage {
             Rgb([203, 204, 203])
         }
     })
-}
-
-/// A PNG whose header claims 30000x30000 pixels (no pixel data follows).
-fn huge_png_header() -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&30000u32.to_be_bytes());
-    ihdr.extend_from_slice(&30000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
-    png
 }
 
 /// Writes every kind of good and bad input into `dir` (some in a subfolder).

@@ -3,10 +3,12 @@
 //! panic; exit 0 / 2 / 1 as documented.
 
 use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
+use std::process::Output;
 
-const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
+mod common;
+use common::{huge_png_header, photo, s, text};
+
 const CLASSES: [&str; 5] = [
     "NEUTROPHIL",
     "EOSINOPHIL",
@@ -16,24 +18,8 @@ const CLASSES: [&str; 5] = [
 ];
 const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review";
 
-fn photo(id: u32) -> PathBuf {
-    PathBuf::from(format!("{BCCD}/JPEGImages/BloodImage_{id:05}.jpg"))
-}
-
 fn predict(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leuko"))
-        .arg("predict")
-        .args(args)
-        .output()
-        .expect("run leuko")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::leuko("predict", args)
 }
 
 /// CSV rows (without the header) split into fields; checks the header.
@@ -144,33 +130,6 @@ fn folders_are_walked_recursively_in_sorted_order() {
     );
     assert!(!files.iter().any(|f| f.contains("notes")));
     rows.iter().for_each(|r| check_cell_row(r));
-}
-
-/// A PNG whose header claims 30000x30000 pixels (no pixel data follows).
-fn huge_png_header() -> Vec<u8> {
-    fn crc32(data: &[u8]) -> u32 {
-        let mut crc = 0xffff_ffffu32;
-        for &b in data {
-            crc ^= b as u32;
-            for _ in 0..8 {
-                crc = if crc & 1 != 0 {
-                    (crc >> 1) ^ 0xedb8_8320
-                } else {
-                    crc >> 1
-                };
-            }
-        }
-        !crc
-    }
-    let mut ihdr = b"IHDR".to_vec();
-    ihdr.extend_from_slice(&30000u32.to_be_bytes());
-    ihdr.extend_from_slice(&30000u32.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-    let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
-    png.extend_from_slice(&13u32.to_be_bytes());
-    png.extend_from_slice(&ihdr);
-    png.extend_from_slice(&crc32(&ihdr).to_be_bytes());
-    png
 }
 
 #[test]

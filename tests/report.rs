@@ -2,29 +2,13 @@
 //! with the differential count in the clinical order, crops as PNG data URIs,
 //! photos without a leukocyte and unreadable files listed; the CSV beside it.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
-
-fn photo(id: u32) -> PathBuf {
-    PathBuf::from(format!("{BCCD}/JPEGImages/BloodImage_{id:05}.jpg"))
-}
+mod common;
+use common::{photo, s, text};
 
 fn report(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_leuko"))
-        .arg("report")
-        .args(args)
-        .output()
-        .expect("run leuko")
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
+    common::leuko("report", args)
 }
 
 #[test]

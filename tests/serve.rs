@@ -11,11 +11,12 @@ use leuko::predict::Classifier;
 use leuko::serve::{router, AppState, ServeConfig};
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
-const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
+mod common;
+use common::crc32;
+
 const BOUNDARY: &str = "leukoTestBoundary7MA4YWxkTrZu0gW";
 
 fn classifier() -> Arc<Classifier> {
@@ -35,12 +36,8 @@ fn app() -> Router {
     })
 }
 
-fn photo_path(id: u32) -> PathBuf {
-    PathBuf::from(BCCD).join(format!("JPEGImages/BloodImage_{id:05}.jpg"))
-}
-
 fn photo(id: u32) -> Vec<u8> {
-    let p = photo_path(id);
+    let p = common::photo(id);
     std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e} (the BCCD data set)", p.display()))
 }
 
@@ -209,7 +206,7 @@ async fn classifies_a_real_photo() {
     }
     // The same answer as the library gives.
     let direct = classifier()
-        .classify_file(&photo_path(0))
+        .classify_file(&common::photo(0))
         .expect("classify");
     assert_eq!(cells.len(), direct.cells.len());
     assert_eq!(cells[0]["class"], direct.cells[0].class.as_str());
@@ -343,21 +340,6 @@ fn png_bytes(img: impl Into<image::DynamicImage>) -> Vec<u8> {
         .write_to(&mut out, image::ImageFormat::Png)
         .unwrap();
     out.into_inner()
-}
-
-fn crc32(bytes: &[u8]) -> u32 {
-    let mut crc = 0xFFFF_FFFFu32;
-    for &b in bytes {
-        crc ^= b as u32;
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xEDB8_8320
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    !crc
 }
 
 /// A valid small PNG whose header (with a correct CRC) claims `w` x `h`.

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
+mod common;
 
 fn find_program(env_var: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {
@@ -281,10 +281,7 @@ fn page_classifies_uploaded_photos_in_chromium() {
     }));
 
     // What the page should show: the library's own predictions.
-    let photos: Vec<PathBuf> = [0u32, 20]
-        .iter()
-        .map(|id| PathBuf::from(BCCD).join(format!("JPEGImages/BloodImage_{id:05}.jpg")))
-        .collect();
+    let photos: Vec<PathBuf> = [0u32, 20].into_iter().map(common::photo).collect();
     let expected: Vec<Vec<String>> = photos
         .iter()
         .map(|p| {
