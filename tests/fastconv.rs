@@ -93,6 +93,11 @@ const CASES: &[Case] = &[
     // Wide rows: several bands per image and more (image, band) tasks than reduction chunks.
     case(5, 16, 16, 20, 300, 3, true),
     case(2, 16, 8, 9, 700, 1, true),
+    // 1x1 on the tensors' own layout, backward too (rows of whole vectors): one band; several
+    // bands with more tasks than reduction chunks, a short last column block (16 input
+    // channels) and a partial last strip of positions.
+    case(2, 12, 8, 33, 24, 1, true),
+    case(5, 16, 8, 20, 296, 1, true),
 ];
 
 impl Case {

@@ -308,6 +308,9 @@ pub(super) fn forward(
     if winograd::applies(shape) && super::algorithm() == super::Algorithm::Winograd {
         return winograd::forward(x, weight, bias, shape);
     }
+    if pointwise::forward_applies(shape) {
+        return pointwise::forward(x, weight, bias, shape);
+    }
     let taps = shape.k * shape.k;
     let packed = pack_weights(weight, shape.c_out, shape.c_in, taps, false);
     let mut bias_padded = vec![0.0; shape.c_out.next_multiple_of(MO)];
@@ -417,6 +420,9 @@ pub(super) fn backward(
 ) -> Grads {
     if winograd::applies(shape) && super::algorithm() == super::Algorithm::Winograd {
         return winograd::backward(x, weight, dy, shape, needs);
+    }
+    if pointwise::backward_applies(shape, needs) {
+        return pointwise::backward(x, weight, dy, shape, needs);
     }
     let (n, c_in, c_out, h, w) = (shape.n, shape.c_in, shape.c_out, shape.h, shape.w);
     let taps = shape.k * shape.k;
@@ -642,6 +648,7 @@ fn weight_grad_band(
     }
 }
 
+mod pointwise;
 mod winograd;
 
 #[cfg(target_arch = "x86_64")]
