@@ -1,12 +1,14 @@
 //! 1x1 convolutions (the blocks' shortcuts) on the tensors' own `NCHW` layout.
 //!
 //! A 1x1 convolution needs no padding, and its band of rows `h0 .. h0 + r` is already one
-//! contiguous run of `r * w` positions in every plane of the tensor. So the register blocks can
-//! read the input and write the output in place, with the tensor's plane stride `h * w`, instead
-//! of copying each band into zero-padded scratch planes and the results back out, which is what
-//! the 3x3 kernels need and what these layers did before: on the 128x128 first block that was
-//! two extra passes over a 32 MiB tensor per convolution (perf, session 11: `memcpy` was 6% of a
-//! training step).
+//! contiguous run of `r * w` positions in every plane of the tensor. So the output (and the input
+//! gradient) is written in place, with the tensor's plane stride `h * w`, and the weight and bias
+//! gradients read the output gradient and the input in place, instead of going through
+//! zero-padded band copies as the 3x3 kernels must: on the 128x128 first block the band path
+//! made two extra passes over a 32 MiB tensor per convolution (perf, session 11: `memcpy` was 6%
+//! of a training step). Only the forward blocks' input is still copied, one group of positions
+//! at a time, because reading all input planes at once is more streams than the prefetchers
+//! follow.
 //!
 //! Same blocks, same values, same order of operations as the band path: the output and input
 //! gradient are the same `conv1_strip` sums per position, and the weight and bias gradients run
@@ -17,13 +19,13 @@ use rayon::prelude::*;
 
 use super::super::ConvShape;
 use super::{
-    avx, output_buffer, pack_weights, sum_over_chunks, sum_vectors, unblock, Geometry, Grads,
-    Needs, SharedOut, MO, NJ, STRIP,
+    avx, output_buffer, pack_weights, sum_over_chunks, sum_vectors, unblock, with_scratch,
+    Geometry, Grads, Needs, SharedOut, MO, NJ, STRIP,
 };
 
 /// Input bytes (all channels) per group of positions that every output block runs over before
-/// the next group: half the 512 KiB L2 of the smallest per-core cache tuned for, leaving room
-/// for the outputs.
+/// the next group: a quarter of the 512 KiB per-core L2 of the smallest cache tuned for,
+/// leaving room for the outputs on their way out.
 const GROUP_BYTES: usize = 128 * 1024;
 
 /// Whether [`forward`] handles `shape`: 1x1, whole register blocks of output channels.
@@ -53,60 +55,58 @@ fn convolve(
     assert!(packed.len() >= c_dst * c_src);
     let mut out = output_buffer(n * c_dst * hw);
     let out_ptr = SharedOut(out.as_mut_ptr());
-    let full = hw / STRIP;
-    let tail = hw - full * STRIP;
-    let group = (GROUP_BYTES / (c_src * STRIP * 4)).max(1);
+    let strips = hw.div_ceil(STRIP);
+    let group = (GROUP_BYTES / (c_src * STRIP * 4)).clamp(1, strips);
     (0..n).into_par_iter().for_each(|img| {
         let x = &src[img * c_src * hw..(img + 1) * c_src * hw];
-        // The last, partial strip of each plane runs on zero-padded copies.
-        let mut x_tail = vec![0f32; if tail > 0 { c_src * STRIP } else { 0 }];
-        let mut y_tail = vec![0f32; if tail > 0 { MO * STRIP } else { 0 }];
-        for (ci, t) in x_tail.chunks_exact_mut(STRIP).enumerate() {
-            t[..tail].copy_from_slice(&x[ci * hw + full * STRIP..(ci + 1) * hw]);
-        }
-        // Positions in groups whose input planes stay in L2 while every block of output
-        // channels runs over them.
-        for s0 in (0..full).step_by(group) {
-            for blk in 0..c_dst / MO {
-                let w = packed[blk * c_src * MO..(blk + 1) * c_src * MO].as_ptr();
-                let b = bias[blk * MO..(blk + 1) * MO].as_ptr();
-                let y0 = (img * c_dst + blk * MO) * hw;
-                for s in s0..full.min(s0 + group) {
-                    // SAFETY: kernels available (checked before any kernel call, see
-                    // `super::super::flex_shape`); reads positions s * STRIP .. (s + 1) * STRIP ≤
-                    // hw of the c_src planes of this image; writes the same positions of MO
-                    // output planes of this image, which no other task writes.
-                    unsafe {
-                        let y = out_ptr.at(y0 + s * STRIP);
-                        avx::conv1_strip(x.as_ptr().add(s * STRIP), hw, c_src, w, b, y, hw);
+        with_scratch(c_src * group * STRIP, MO * STRIP, 0, |xg, y_tail, _| {
+            for s0 in (0..strips).step_by(group) {
+                // One group of positions of every input plane, copied into contiguous planes
+                // (zero past the image's end), then every block of output channels runs over
+                // it: copying streams each plane in order, where the blocks' loads would
+                // stream from all `c_src` planes at once, more streams than the prefetchers
+                // follow.
+                let gs = group.min(strips - s0);
+                let (p0, len) = (s0 * STRIP, gs * STRIP);
+                let valid = len.min(hw - p0);
+                for (ci, plane) in xg.chunks_exact_mut(len).take(c_src).enumerate() {
+                    plane[..valid].copy_from_slice(&x[ci * hw + p0..ci * hw + p0 + valid]);
+                    plane[valid..].fill(0.0);
+                }
+                for blk in 0..c_dst / MO {
+                    let w = packed[blk * c_src * MO..(blk + 1) * c_src * MO].as_ptr();
+                    let b = bias[blk * MO..(blk + 1) * MO].as_ptr();
+                    let y0 = (img * c_dst + blk * MO) * hw;
+                    for s in 0..gs {
+                        let pos = p0 + s * STRIP;
+                        let xs = xg[s * STRIP..].as_ptr();
+                        if pos + STRIP <= hw {
+                            // SAFETY: kernels available (checked before any kernel call, see
+                            // `super::super::flex_shape`); reads STRIP floats of the c_src
+                            // copied planes `len` apart; writes positions pos .. pos + STRIP ≤
+                            // hw of MO output planes of this image, which no other task writes.
+                            unsafe {
+                                avx::conv1_strip(xs, len, c_src, w, b, out_ptr.at(y0 + pos), hw);
+                            }
+                        } else {
+                            // The last, partial strip: through scratch, then its valid part.
+                            // SAFETY: as above; writes MO rows of STRIP floats of `y_tail`.
+                            unsafe {
+                                avx::conv1_strip(xs, len, c_src, w, b, y_tail.as_mut_ptr(), STRIP);
+                            }
+                            for (i, t) in y_tail.chunks_exact(STRIP).enumerate() {
+                                // SAFETY: positions pos .. hw of output plane blk * MO + i of
+                                // this image, which no other task writes.
+                                unsafe {
+                                    let at = out_ptr.at(y0 + i * hw + pos);
+                                    std::ptr::copy_nonoverlapping(t.as_ptr(), at, hw - pos);
+                                }
+                            }
+                        }
                     }
                 }
             }
-        }
-        for blk in (0..c_dst / MO).filter(|_| tail > 0) {
-            let w = packed[blk * c_src * MO..(blk + 1) * c_src * MO].as_ptr();
-            let b = bias[blk * MO..(blk + 1) * MO].as_ptr();
-            let y0 = (img * c_dst + blk * MO) * hw;
-            {
-                // SAFETY: as above, on the scratch copies (c_src and MO planes of STRIP floats).
-                unsafe {
-                    avx::conv1_strip(
-                        x_tail.as_ptr(),
-                        STRIP,
-                        c_src,
-                        w,
-                        b,
-                        y_tail.as_mut_ptr(),
-                        STRIP,
-                    );
-                }
-                for (i, t) in y_tail.chunks_exact(STRIP).enumerate() {
-                    let at = y0 + i * hw + full * STRIP;
-                    // SAFETY: the tail positions of output plane blk * MO + i of this image.
-                    unsafe { std::ptr::copy_nonoverlapping(t.as_ptr(), out_ptr.at(at), tail) };
-                }
-            }
-        }
+        });
     });
     // SAFETY: every image's c_dst planes were written at every position (whole strips, then
     // the tail).
