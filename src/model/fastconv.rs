@@ -38,6 +38,9 @@
 //!     summed over bands and images in a fixed order (results do not depend on thread count or
 //!     scheduling).
 //!
+//!   1x1 convolutions (the shortcuts) need no padding, so `kernels::pointwise` runs the same
+//!   blocks on the tensors' own layout, without the band copies (same bits).
+//!
 //! The register blocks are inline assembly (AVX2 + FMA, see `kernels::avx` for why). Work is
 //! split into (image, band) tasks on rayon's pool; bands are sized to keep a task's buffers in
 //! the per-core L2 cache, and the buffers are reused per thread so steady-state calls allocate
