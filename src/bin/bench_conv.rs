@@ -265,6 +265,9 @@ struct Args {
     direct: bool,
 }
 
+const USAGE: &str = "usage: bench_conv [--runs N] [--batch N] [--net final|baseline|both] \
+[--only NAME-SUBSTRING] [--no-stock] [--malloc-tuned] [--cpu-clock] [--direct]";
+
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         runs: 5,
@@ -288,10 +291,11 @@ fn parse_args() -> Result<Args> {
             "--malloc-tuned" => args.malloc_tuned = true,
             "--cpu-clock" => args.cpu_clock = true,
             "--direct" => args.direct = true,
-            other => bail!(
-                "unknown argument {other} (expected --runs N, --batch N, \
-                 --net final|baseline|both, --only NAME-SUBSTRING, --no-stock, --malloc-tuned, --cpu-clock, --direct)"
-            ),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}\n{USAGE}"),
         }
     }
     if args.runs == 0 || args.batch == 0 {
