@@ -19,8 +19,8 @@ use rayon::prelude::*;
 
 use super::super::ConvShape;
 use super::{
-    avx, output_buffer, pack_weights, sum_over_chunks, sum_vectors, unblock, with_scratch,
-    Geometry, Grads, Needs, SharedOut, MO, NJ, STRIP,
+    avx, output_buffer, pack_weights, prefetch, sum_over_chunks, sum_vectors, unblock,
+    with_scratch, Geometry, Grads, Needs, SharedOut, MO, NJ, STRIP,
 };
 
 /// Input bytes (all channels) per group of positions that every output block runs over before
@@ -70,6 +70,10 @@ fn convolve(
                 let (p0, len) = (s0 * STRIP, gs * STRIP);
                 let valid = len.min(hw - p0);
                 for (ci, plane) in xg.chunks_exact_mut(len).take(c_src).enumerate() {
+                    if ci + 1 < c_src {
+                        // The next plane's positions, seen as one row of a [1][hw] plane.
+                        prefetch(&x[(ci + 1) * hw + p0..][..valid], 0..1, valid);
+                    }
                     plane[..valid].copy_from_slice(&x[ci * hw + p0..ci * hw + p0 + valid]);
                     plane[valid..].fill(0.0);
                 }

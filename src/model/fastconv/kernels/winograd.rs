@@ -44,7 +44,8 @@ use rayon::prelude::*;
 
 use super::super::ConvShape;
 use super::{
-    avx, output_buffer, sum_over_chunks, with_scratch, Grads, Needs, SharedOut, MO, NJ, STRIP,
+    avx, output_buffer, prefetch, sum_over_chunks, with_scratch, Grads, Needs, SharedOut, MO, NJ,
+    STRIP,
 };
 
 /// Transformed values per tile (4x4).
@@ -395,31 +396,6 @@ fn output_tile(m: [f32; AB], bias: f32) -> [f32; 4] {
         p1.0 - p2.0 - p3.0 + bias,
         p1.1 - p2.1 - p3.1 + bias,
     ]
-}
-
-/// Asks the cache for rows `rows` of the `[h][w]` plane `img` (the next channel's band, while
-/// this one is transformed).
-///
-/// A band of one channel is a few kilobytes, contiguous, and the next channel's lies a whole
-/// plane away: the hardware prefetchers had just ramped up when each band ended, so the first
-/// read of every input row waited on memory (10% of a training step, perf, session 11).
-/// Prefetches change no value.
-#[inline(always)]
-fn prefetch(img: &[f32], rows: core::ops::Range<usize>, w: usize) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        let band = &img[rows.start * w..rows.end * w];
-        for line in band.chunks(16) {
-            // SAFETY: a prefetch hint of an address inside `img`; it never faults or writes.
-            unsafe {
-                core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                    line.as_ptr() as *const i8,
-                )
-            };
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = (img, rows, w);
 }
 
 /// Splits `row` into its even and odd columns, `even[t] = row[2t]` and `odd[t] = row[2t + 1]`,
