@@ -28,6 +28,7 @@ use std::mem::MaybeUninit;
 use std::sync::Arc;
 
 mod pool;
+use pool::NONE;
 
 /// Elements per parallel task of the elementwise passes (large enough to amortise scheduling,
 /// small enough to balance two to a few cores).
@@ -445,8 +446,6 @@ impl Backward<Flex, 3> for BnTrainStep {
     }
 }
 
-use pool::NONE;
-
 /// `fn $name(args)`: calls `$kernel(args)`, compiled for AVX2 when this CPU has it.
 ///
 /// The kernels are `#[inline(always)]` elementwise loops; under AVX2 they become 8-wide vector
@@ -456,23 +455,20 @@ use pool::NONE;
 /// (perf, session 11). AVX2 only, not FMA: every product and sum rounds as written, so results
 /// do not depend on the path taken.
 macro_rules! avx2_when_available {
-    ($(#[$m:meta])* fn $name:ident = $kernel:ident $(::<$g:tt>)? ($($a:ident: $t:ty),* $(,)?)) => {
-        $(#[$m])*
-        #[allow(clippy::too_many_arguments)]
+    (fn $name:ident = $kernel:ident ($($a:ident: $t:ty),* $(,)?)) => {
         fn $name($($a: $t),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2")]
-                #[allow(clippy::too_many_arguments)]
                 unsafe fn avx2($($a: $t),*) {
-                    $kernel$(::<$g>)?($($a),*)
+                    $kernel($($a),*)
                 }
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: AVX2 was detected on this CPU.
                     return unsafe { avx2($($a),*) };
                 }
             }
-            $kernel$(::<$g>)?($($a),*)
+            $kernel($($a),*)
         }
     };
 }
