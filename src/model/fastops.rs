@@ -122,6 +122,39 @@ pub fn batch_norm_train(
     (out, mean, var)
 }
 
+/// `max_pool2d(relu(batch_norm(x) + skip), 2x2, stride 2)` with the batch's own statistics, as
+/// [`batch_norm_train`] followed by [`add_relu_pool`] (the same values to the last bit), but
+/// without writing batch norm's output: it is computed a few rows at a time into a buffer that
+/// stays in cache and pooled from there. Returns the pooled output and the batch mean and biased
+/// variance (detached), for the running statistics.
+pub fn batch_norm_add_relu_pool_train(
+    x: Tensor<4>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+    skip: Tensor<4>,
+) -> (Tensor<4>, Tensor<1>, Tensor<1>) {
+    if !(fast(&x) && fast(&gamma) && fast(&beta) && fast(&skip)) || x.dims() != skip.dims() {
+        let (y, mean, var) = batch_norm_train(x, gamma, beta, epsilon);
+        return (add_relu_pool(y, skip), mean, var);
+    }
+    let c = x.dims()[1];
+    let stats = Tensor::<1>::from_dispatch(<Dispatch as FastOpsBackend>::fast_batch_stats(
+        x.clone().detach().into_dispatch(),
+    ));
+    let mean = stats.clone().narrow(0, 0, c);
+    let var = stats.clone().narrow(0, c, c);
+    let out = Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_add_relu_pool(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        stats.into_dispatch(),
+        epsilon,
+        skip.into_dispatch(),
+    ));
+    (out, mean, var)
+}
+
 /// Batch norm of `x` (`[N, C, H, W]`) with given statistics (inference).
 pub fn batch_norm_eval(
     x: Tensor<4>,
@@ -162,6 +195,16 @@ pub trait FastOpsBackend: Backend {
         beta: FloatTensor<Self>,
         stats: FloatTensor<Self>,
         epsilon: f64,
+    ) -> FloatTensor<Self>;
+    /// [`Self::fast_bn_train`] then [`Self::fast_add_relu_pool`] with `skip`, in one pass;
+    /// differentiable with respect to `x`, `gamma`, `beta` and `skip`.
+    fn fast_bn_add_relu_pool(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        stats: FloatTensor<Self>,
+        epsilon: f64,
+        skip: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
     /// Batch norm with given statistics (inference): one pass instead of four broadcasts.
     fn fast_bn_eval(
@@ -212,6 +255,26 @@ impl FastOpsBackend for Flex {
         .0
     }
 
+    fn fast_bn_add_relu_pool(
+        x: FlexTensor,
+        gamma: FlexTensor,
+        beta: FlexTensor,
+        stats: FlexTensor,
+        epsilon: f64,
+        skip: FlexTensor,
+    ) -> FlexTensor {
+        let x = contiguous(x);
+        let (mean, inv_std) = bn_coefficients(&contiguous(stats), dims4(&x)[1], epsilon);
+        let (gamma, beta) = (contiguous(gamma), contiguous(beta));
+        let bn = BnAffine {
+            gamma: f32s(&gamma),
+            beta: f32s(&beta),
+            mean: &mean,
+            inv_std: &inv_std,
+        };
+        bn_pool_fwd(&x, bn, &contiguous(skip), false).0
+    }
+
     fn fast_bn_eval(
         x: FlexTensor,
         gamma: FlexTensor,
@@ -248,6 +311,65 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         <Autodiff<Flex, C> as burn::backend::ops::ModuleOps<Autodiff<Flex, C>>>::batch_norm(
             x, gamma, beta, mean, var, epsilon,
         )
+    }
+
+    fn fast_bn_add_relu_pool(
+        x: AdTensor<C>,
+        gamma: AdTensor<C>,
+        beta: AdTensor<C>,
+        stats: AdTensor<C>,
+        epsilon: f64,
+        skip: AdTensor<C>,
+    ) -> AdTensor<C> {
+        // Detached statistics, as in `fast_bn_train`.
+        let stats = contiguous(stats.into_primitive());
+        let c = stats.shape().dims::<1>()[0] / 2;
+        let (mean, inv_std) = bn_coefficients(&stats, c, epsilon);
+        match BnAddReluPoolStep
+            .prepare::<C>([x.node(), gamma.node(), beta.node(), skip.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let x_id = prep.checkpoint(&x);
+                let g_id = prep.checkpoint(&gamma);
+                let xv = contiguous(x.into_primitive());
+                let (gv, bv) = (
+                    contiguous(gamma.into_primitive()),
+                    contiguous(beta.into_primitive()),
+                );
+                let bn = BnAffine {
+                    gamma: f32s(&gv),
+                    beta: f32s(&bv),
+                    mean: &mean,
+                    inv_std: &inv_std,
+                };
+                let in_dims = dims4(&xv);
+                let (out, idx) = bn_pool_fwd(&xv, bn, &contiguous(skip.into_primitive()), true);
+                let state = BnPoolState {
+                    x: x_id,
+                    gamma: g_id,
+                    stats: Arc::new((mean, inv_std)),
+                    winners: Arc::new(idx),
+                    dims: in_dims,
+                };
+                prep.finish(state, out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let xv = contiguous(x.into_primitive());
+                let (gv, bv) = (
+                    contiguous(gamma.into_primitive()),
+                    contiguous(beta.into_primitive()),
+                );
+                let bn = BnAffine {
+                    gamma: f32s(&gv),
+                    beta: f32s(&bv),
+                    mean: &mean,
+                    inv_std: &inv_std,
+                };
+                prep.finish(bn_pool_fwd(&xv, bn, &contiguous(skip.into_primitive()), false).0)
+            }
+        }
     }
 
     fn fast_relu_dropout(x: AdTensor<C>, p: f64, seed: u64) -> AdTensor<C> {
@@ -373,16 +495,8 @@ impl Backward<Flex, 2> for AddReluPoolStep {
     fn backward(self, ops: Ops<Self::State, 2>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_y, node_skip] = ops.parents;
         let grad = contiguous(grads.consume::<Flex>(&ops.node));
-        let (idx, [n, c, h, w]) = ops.state;
-        let (ho, wo) = (h / 2, w / 2);
-        let g = f32s(&grad);
-        // Every input element is written once: its window's gradient if it won, else 0.
-        let dx = par_fill(n * c * h * w, h * w, |plane, d| {
-            let gi = &g[plane * ho * wo..(plane + 1) * ho * wo];
-            let ii = &idx[plane * ho * wo..(plane + 1) * ho * wo];
-            pool::plane_grad(gi, ii, w, d);
-        });
-        let dx = from_vec(dx, vec![n, c, h, w]);
+        let (idx, dims) = ops.state;
+        let dx = pool_grad(&grad, &idx, dims);
         match (node_y, node_skip) {
             (Some(a), Some(b)) => {
                 grads.register::<Flex>(a.id, dx.clone());
@@ -407,42 +521,106 @@ impl Backward<Flex, 3> for BnTrainStep {
         let (x_id, g_id, stats) = ops.state;
         let x = contiguous(ckpt.retrieve_node_output::<FlexTensor>(x_id));
         let gamma = contiguous(ckpt.retrieve_node_output::<FlexTensor>(g_id));
-        let [n, c, h, w] = dims4(&x);
-        let hw = h * w;
-        let (xs, gs, dys) = (f32s(&x), f32s(&gamma), f32s(&grad));
-        let (mean, inv_std) = (&stats.0, &stats.1);
-        // Per channel: sum(dy) and sum(dy * xhat).
-        let sums: Vec<(f64, f64)> = per_channel_group(c, |ch0, g| match g {
-            4 => grad_sums::<4>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
-            3 => grad_sums::<3>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
-            2 => grad_sums::<2>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
-            _ => grad_sums::<1>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+        let nodes = [node_x, node_g, node_b].map(|n| n.map(|n| n.id));
+        bn_backward(grads, &x, &gamma, &grad, &stats, nodes);
+    }
+}
+
+#[derive(Debug)]
+struct BnAddReluPoolStep;
+
+/// What [`BnAddReluPoolStep`] keeps for the backward pass.
+#[derive(Clone, Debug)]
+struct BnPoolState {
+    /// Checkpointed batch norm input and scale.
+    x: NodeId,
+    gamma: NodeId,
+    /// Batch mean and inverse standard deviation per channel.
+    stats: Arc<(Vec<f32>, Vec<f32>)>,
+    /// Winner of each pooling window, as in [`AddReluPoolStep`].
+    winners: Arc<Vec<u8>>,
+    dims: [usize; 4],
+}
+
+impl Backward<Flex, 4> for BnAddReluPoolStep {
+    type State = BnPoolState;
+
+    fn backward(self, ops: Ops<Self::State, 4>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_g, node_b, node_skip] = ops.parents;
+        let grad = contiguous(grads.consume::<Flex>(&ops.node));
+        let st = ops.state;
+        // The gradient of the sum `bn(x) + skip`, which both terms receive.
+        let dz = pool_grad(&grad, &st.winners, st.dims);
+        if let Some(node) = node_skip {
+            grads.register::<Flex>(node.id, dz.clone());
+        }
+        let nodes = [node_x, node_g, node_b].map(|n| n.map(|n| n.id));
+        if nodes.iter().any(Option::is_some) {
+            let x = contiguous(ckpt.retrieve_node_output::<FlexTensor>(st.x));
+            let gamma = contiguous(ckpt.retrieve_node_output::<FlexTensor>(st.gamma));
+            bn_backward(grads, &x, &gamma, &dz, &st.stats, nodes);
+        }
+    }
+}
+
+/// The input gradient of the pooling in [`pool_fwd`] / [`bn_pool_fwd`] (input dims `dims`):
+/// every input element written once, its window's gradient if it won, else 0.
+fn pool_grad(grad: &FlexTensor, winners: &[u8], [n, c, h, w]: [usize; 4]) -> FlexTensor {
+    let (ho, wo) = (h / 2, w / 2);
+    let g = f32s(grad);
+    let dx = par_fill(n * c * h * w, h * w, |plane, d| {
+        let gi = &g[plane * ho * wo..(plane + 1) * ho * wo];
+        let ii = &winners[plane * ho * wo..(plane + 1) * ho * wo];
+        pool::plane_grad(gi, ii, w, d);
+    });
+    from_vec(dx, vec![n, c, h, w])
+}
+
+/// Batch norm's gradients for `x`, `gamma` and `beta` (registered for the nodes given) from
+/// the output gradient `grad`, with the batch statistics `(mean, inv_std)` of the forward pass.
+fn bn_backward(
+    grads: &mut Gradients,
+    x: &FlexTensor,
+    gamma: &FlexTensor,
+    grad: &FlexTensor,
+    stats: &(Vec<f32>, Vec<f32>),
+    [node_x, node_g, node_b]: [Option<NodeId>; 3],
+) {
+    let [n, c, h, w] = dims4(x);
+    let hw = h * w;
+    let (xs, gs, dys) = (f32s(x), f32s(gamma), f32s(grad));
+    let (mean, inv_std) = (&stats.0, &stats.1);
+    // Per channel: sum(dy) and sum(dy * xhat).
+    let sums: Vec<(f64, f64)> = per_channel_group(c, |ch0, g| match g {
+        4 => grad_sums::<4>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+        3 => grad_sums::<3>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+        2 => grad_sums::<2>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+        _ => grad_sums::<1>(xs, dys, mean, inv_std, [n, c, h, w], ch0),
+    });
+    if let Some(node) = node_x {
+        let m = (n * hw) as f64;
+        let dx = par_fill(xs.len(), hw, |plane, d| {
+            let ch = plane % c;
+            let o = plane * hw;
+            let coefficients = BnGradCoefficients {
+                k: gs[ch] * inv_std[ch],
+                mean_dy: (sums[ch].0 / m) as f32,
+                mean_dy_xhat: (sums[ch].1 / m) as f32,
+                mu: mean[ch],
+                inv_std: inv_std[ch],
+            };
+            let (x, dy) = (&xs[o..o + d.len()], &dys[o..o + d.len()]);
+            bn_input_grad_fast(x, dy, coefficients, d);
         });
-        if let Some(node) = node_x {
-            let m = (n * hw) as f64;
-            let dx = par_fill(xs.len(), hw, |plane, d| {
-                let ch = plane % c;
-                let o = plane * hw;
-                let coefficients = BnGradCoefficients {
-                    k: gs[ch] * inv_std[ch],
-                    mean_dy: (sums[ch].0 / m) as f32,
-                    mean_dy_xhat: (sums[ch].1 / m) as f32,
-                    mu: mean[ch],
-                    inv_std: inv_std[ch],
-                };
-                let (x, dy) = (&xs[o..o + d.len()], &dys[o..o + d.len()]);
-                bn_input_grad_fast(x, dy, coefficients, d);
-            });
-            grads.register::<Flex>(node.id, from_vec(dx, vec![n, c, h, w]));
-        }
-        if let Some(node) = node_g {
-            let dg: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
-            grads.register::<Flex>(node.id, from_vec(dg, vec![c]));
-        }
-        if let Some(node) = node_b {
-            let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
-            grads.register::<Flex>(node.id, from_vec(db, vec![c]));
-        }
+        grads.register::<Flex>(node, from_vec(dx, vec![n, c, h, w]));
+    }
+    if let Some(node) = node_g {
+        let dg: Vec<f32> = sums.iter().map(|s| s.1 as f32).collect();
+        grads.register::<Flex>(node, from_vec(dg, vec![c]));
+    }
+    if let Some(node) = node_b {
+        let db: Vec<f32> = sums.iter().map(|s| s.0 as f32).collect();
+        grads.register::<Flex>(node, from_vec(db, vec![c]));
     }
 }
 
@@ -787,15 +965,93 @@ fn bn_fwd(
     stats: &FlexTensor,
     epsilon: f64,
 ) -> (FlexTensor, Vec<f32>, Vec<f32>) {
-    let c = dims4(x)[1];
+    let (mean, inv_std) = bn_coefficients(stats, dims4(x)[1], epsilon);
+    let out = normalise(x, f32s(gamma), f32s(beta), &mean, &inv_std);
+    (out, mean, inv_std)
+}
+
+/// Mean and inverse standard deviation per channel from the statistics of
+/// [`FastOpsBackend::fast_batch_stats`] (`c` means, then `c` variances).
+fn bn_coefficients(stats: &FlexTensor, c: usize, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = f32s(stats).split_at(c);
-    let mean = mean.to_vec();
-    let inv_std: Vec<f32> = var
+    let inv_std = var
         .iter()
         .map(|&v| (1.0 / (v as f64 + epsilon).sqrt()) as f32)
         .collect();
-    let out = normalise(x, f32s(gamma), f32s(beta), &mean, &inv_std);
-    (out, mean, inv_std)
+    (mean.to_vec(), inv_std)
+}
+
+/// Batch norm's per-channel parameters and batch statistics, for [`bn_pool_fwd`].
+#[derive(Clone, Copy)]
+struct BnAffine<'a> {
+    gamma: &'a [f32],
+    beta: &'a [f32],
+    mean: &'a [f32],
+    inv_std: &'a [f32],
+}
+
+/// Input rows that [`bn_pool_fwd`] normalises before pooling them: a few kilobytes, so that
+/// they are still in L1 when the pooling reads them.
+const BN_POOL_ROWS: usize = 8;
+
+/// Pooled `relu(bn(x) + skip)` (see [`pool_fwd`]), `bn(x)` as [`normalise`] computes it (the
+/// same operations, so the same bits), written only to a few rows of scratch at a time: the
+/// separate passes wrote and re-read a whole tensor (64 MiB of memory traffic on the first block
+/// of a batch of 32).
+fn bn_pool_fwd(
+    x: &FlexTensor,
+    bn: BnAffine,
+    skip: &FlexTensor,
+    want_idx: bool,
+) -> (FlexTensor, Vec<u8>) {
+    let [n, c, h, w] = dims4(x);
+    let (ho, wo) = (h / 2, w / 2);
+    let (xs, ss) = (f32s(x), f32s(skip));
+    let plane_out = ho * wo;
+    let mut out = vec![0f32; n * c * plane_out];
+    let mut idx = if want_idx {
+        vec![NONE; n * c * plane_out]
+    } else {
+        Vec::new()
+    };
+    if plane_out == 0 {
+        return (from_vec(out, vec![n, c, ho, wo]), idx);
+    }
+    let pairs = BN_POOL_ROWS / 2;
+    let work = |scratch: &mut Vec<MaybeUninit<f32>>,
+                plane: usize,
+                o: &mut [f32],
+                mut ix: Option<&mut [u8]>| {
+        let ch = plane % c;
+        let k = bn.gamma[ch] * bn.inv_std[ch];
+        let b = bn.beta[ch] - bn.mean[ch] * k;
+        let (xp, sp) = (&xs[plane * h * w..], &ss[plane * h * w..]);
+        for oy0 in (0..ho).step_by(pairs) {
+            let rows = pairs.min(ho - oy0);
+            let (r0, len) = (2 * oy0 * w, 2 * rows * w);
+            let y = &mut scratch[..len];
+            affine_fast(&xp[r0..r0 + len], k, b, y);
+            // SAFETY: `affine_fast` wrote all `len` elements of `y`.
+            let y = unsafe { &*(y as *const [MaybeUninit<f32>] as *const [f32]) };
+            let (o, s) = (&mut o[oy0 * wo..(oy0 + rows) * wo], &sp[r0..]);
+            match ix.as_deref_mut() {
+                Some(ix) => pool::plane::<true>(y, s, w, o, &mut ix[oy0 * wo..(oy0 + rows) * wo]),
+                None => pool::plane::<false>(y, s, w, o, &mut []),
+            }
+        }
+    };
+    let scratch = || vec![MaybeUninit::uninit(); BN_POOL_ROWS * w];
+    if want_idx {
+        out.par_chunks_mut(plane_out)
+            .zip(idx.par_chunks_mut(plane_out))
+            .enumerate()
+            .for_each_init(scratch, |sc, (plane, (o, ix))| work(sc, plane, o, Some(ix)));
+    } else {
+        out.par_chunks_mut(plane_out)
+            .enumerate()
+            .for_each_init(scratch, |sc, (plane, o)| work(sc, plane, o, None));
+    }
+    (from_vec(out, vec![n, c, ho, wo]), idx)
 }
 
 /// `(x - mean) * inv_std * gamma + beta` per channel of an `NCHW` tensor.

@@ -200,12 +200,12 @@ impl Block {
             Some(seed) => fastops::relu_dropout(y, self.dropout.prob, seed),
             None => fastops::relu_dropout(y, 0.0, 0),
         };
-        let y = self.batch_norm(apply_conv(&self.conv2, y, 1));
+        let y = apply_conv(&self.conv2, y, 1);
         let skip = match &self.shortcut {
             Some(c) => apply_conv(c, x, 0),
             None => x,
         };
-        fastops::add_relu_pool(y, skip)
+        self.batch_norm_add_relu_pool(y, skip)
     }
 
     /// Burn's own layers (`LEUKO_OPS=stock`), to compare speed and results. Dropout then draws
@@ -221,13 +221,13 @@ impl Block {
         self.pool.forward(relu(y + skip))
     }
 
-    /// Burn's `BatchNorm::forward` with the fused kernel for the training path; running
-    /// statistics are updated exactly as burn does.
-    fn batch_norm(&self, x: Tensor<4>) -> Tensor<4> {
+    /// Burn's `BatchNorm::forward`, then the residual add, ReLU and max-pool, with fused
+    /// kernels; in training, running statistics are updated exactly as burn does.
+    fn batch_norm_add_relu_pool(&self, x: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
         let bn = &self.bn;
         if !(x.device().is_autodiff() && bn.training.is_enabled()) {
             let device = x.device();
-            return fastops::batch_norm_eval(
+            let y = fastops::batch_norm_eval(
                 x,
                 bn.gamma.val(),
                 bn.beta.val(),
@@ -235,10 +235,16 @@ impl Block {
                 bn.running_var.value().to_device(&device),
                 bn.epsilon,
             );
+            return fastops::add_relu_pool(y, skip);
         }
         let device = x.device();
-        let (out, mean, var) =
-            fastops::batch_norm_train(x, bn.gamma.val(), bn.beta.val(), bn.epsilon);
+        let (out, mean, var) = fastops::batch_norm_add_relu_pool_train(
+            x,
+            bn.gamma.val(),
+            bn.beta.val(),
+            bn.epsilon,
+            skip,
+        );
         let m = bn.momentum;
         let running_mean = bn.running_mean.value_sync().to_device(&device);
         let running_var = bn.running_var.value_sync().to_device(&device);

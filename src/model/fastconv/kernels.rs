@@ -54,6 +54,8 @@ const BAND_BYTES: usize = 192 * 1024;
 /// (fewer if there are fewer tasks): enough to balance two to a few threads, few enough that
 /// the partial sums stay small.
 const REDUCE_CHUNKS: usize = 32;
+/// Elements per parallel task when the chunks' partial sums are added up.
+const REDUCE_PIECE: usize = 2048;
 
 /// Whether this CPU can run the kernels (checked once; `false` off x86-64).
 pub(super) fn available() -> bool {
@@ -564,13 +566,28 @@ fn sum_over_chunks(
             (a, b)
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let (mut a, mut b) = partials.next().unwrap_or_default();
-    for (pa, pb) in partials {
-        a.iter_mut().zip(&pa).for_each(|(x, y)| *x += y);
-        b.iter_mut().zip(&pb).for_each(|(x, y)| *x += y);
-    }
-    (a, b)
+    let (a, b): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (add_in_chunk_order(a), add_in_chunk_order(b))
+}
+
+/// The first chunk's partial sums plus the others in chunk order, element by element.
+///
+/// Only the elements are split between threads, so every total is the same sum as a serial
+/// loop's (run serially, this pass left the other cores idle for ~1% of a training step).
+fn add_in_chunk_order(mut parts: Vec<Vec<f32>>) -> Vec<f32> {
+    let Some((total, rest)) = parts.split_first_mut() else {
+        return Vec::new();
+    };
+    total
+        .par_chunks_mut(REDUCE_PIECE)
+        .enumerate()
+        .for_each(|(i, piece)| {
+            for part in rest.iter() {
+                let part = &part[i * REDUCE_PIECE..][..piece.len()];
+                piece.iter_mut().zip(part).for_each(|(x, y)| *x += y);
+            }
+        });
+    std::mem::take(total)
 }
 
 /// Converts a weight gradient from the register-block layout of [`weight_grad_band`]

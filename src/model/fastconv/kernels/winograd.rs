@@ -573,28 +573,36 @@ fn pack_weights(weight: &[f32], c_out: usize, c_in: usize, transpose_flip: bool)
     };
     let blocks = rows.div_ceil(MO);
     let mut packed = vec![0.0; AB * blocks * cols * MO];
-    for r in 0..rows {
-        for c in 0..cols {
-            let g = |i: usize, j: usize| {
-                if transpose_flip {
-                    weight[(c * c_in + r) * 9 + 8 - (i * 3 + j)]
-                } else {
-                    weight[(r * c_in + c) * 9 + i * 3 + j]
-                }
-            };
-            for a in 0..4 {
-                for b in 0..4 {
+    // In parallel over (tile position, block of rows): the main thread ran this alone while the
+    // pool's threads waited.
+    packed
+        .par_chunks_mut(cols * MO)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            let (a, b, blk) = (chunk / blocks / 4, chunk / blocks % 4, chunk % blocks);
+            for (c, lanes) in out.chunks_exact_mut(MO).enumerate() {
+                for (k, lane) in lanes.iter_mut().enumerate() {
+                    let r = blk * MO + k;
+                    if r >= rows {
+                        continue;
+                    }
+                    let g = |i: usize, j: usize| {
+                        if transpose_flip {
+                            weight[(c * c_in + r) * 9 + 8 - (i * 3 + j)]
+                        } else {
+                            weight[(r * c_in + c) * 9 + i * 3 + j]
+                        }
+                    };
                     let mut u = 0.0;
                     for (i, gai) in G[a].iter().enumerate() {
                         for (j, gbj) in G[b].iter().enumerate() {
                             u += gai * g(i, j) * gbj;
                         }
                     }
-                    packed[(((a * 4 + b) * blocks + r / MO) * cols + c) * MO + r % MO] = u;
+                    *lane = u;
                 }
             }
-        }
-    }
+        });
     packed
 }
 
@@ -827,21 +835,23 @@ fn kernel_grad(
         du[(((ab * blocks + co / MO) * col_blocks + ci / NJ) * MO + co % MO) * NJ + ci % NJ]
     };
     let mut dw = vec![0.0f32; c_out * c_in * 9];
-    for co in 0..c_out {
-        for ci in 0..c_in {
-            let u: [f32; AB] = core::array::from_fn(|ab| at(ab, co, ci));
-            for i in 0..3 {
-                for j in 0..3 {
-                    let mut g = 0.0;
-                    for a in 0..4 {
-                        for b in 0..4 {
-                            g += G[a][i] * u[a * 4 + b] * G[b][j];
+    dw.par_chunks_mut(c_in * 9)
+        .enumerate()
+        .for_each(|(co, dw)| {
+            for ci in 0..c_in {
+                let u: [f32; AB] = core::array::from_fn(|ab| at(ab, co, ci));
+                for i in 0..3 {
+                    for j in 0..3 {
+                        let mut g = 0.0;
+                        for a in 0..4 {
+                            for b in 0..4 {
+                                g += G[a][i] * u[a * 4 + b] * G[b][j];
+                            }
                         }
+                        dw[ci * 9 + i * 3 + j] = g;
                     }
-                    dw[(co * c_in + ci) * 9 + i * 3 + j] = g;
                 }
             }
-        }
-    }
+        });
     dw
 }
