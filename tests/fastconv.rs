@@ -394,3 +394,67 @@ fn one_adam_step_lowers_the_loss() {
         "loss did not fall: {before_value} -> {after_value}"
     );
 }
+
+#[test]
+fn fused_relu_dropout_equals_the_separate_ops_bit_for_bit() {
+    use leuko::model::fastconv::conv2d_relu_dropout;
+    use leuko::model::fastops::relu_dropout;
+    // The direct kernels (3 input channels), Winograd (16 in, 16 out) with several bands and an
+    // odd size, and a 1x1 convolution (the epilogue as a separate pass); with and without
+    // dropout.
+    let geometries = [
+        ([2, 3, 37, 29], 16, 3),
+        ([2, 16, 66, 64], 16, 3),
+        ([3, 16, 9, 11], 24, 3),
+        ([2, 8, 10, 12], 16, 1),
+    ];
+    for (i, (dims, c_out, k)) in geometries.into_iter().enumerate() {
+        for p in [0.0, 0.2] {
+            let device = Device::flex().autodiff();
+            let seed = 100 + i as u64;
+            let x = random(dims, seed, &device).require_grad();
+            let w = random([c_out, dims[1], k, k], seed + 1, &device).require_grad();
+            let b = random([c_out], seed + 2, &device).require_grad();
+            let leaf4 = |t: &Tensor<4>| Tensor::<4>::from_data(t.to_data(), &device).require_grad();
+            let (x2, w2) = (leaf4(&x), leaf4(&w));
+            let b2 = Tensor::<1>::from_data(b.to_data(), &device).require_grad();
+            let pad = k / 2;
+            let out = conv2d_relu_dropout(x.clone(), w.clone(), b.clone(), pad, p, 7 + i as u64);
+            let out2 = relu_dropout(
+                conv2d(x2.clone(), w2.clone(), Some(b2.clone()), pad),
+                p,
+                7 + i as u64,
+            );
+            let dims_out = out.dims();
+            let m = random(dims_out, seed + 3, &device);
+            let g = (out.clone() * m.clone()).sum().backward();
+            let g2 = (out2.clone() * m).sum().backward();
+            let what = |part: &str| format!("{part}, input {dims:?}, {c_out} out, k {k}, p {p}");
+            let (o, o2) = (values(out), values(out2));
+            assert_eq!(o, o2, "{}", what("forward"));
+            assert!(
+                o.contains(&0.0) && o.iter().any(|v| *v > 0.0),
+                "{}",
+                what("relu")
+            );
+            assert_eq!(
+                values(x.grad(&g).unwrap()),
+                values(x2.grad(&g2).unwrap()),
+                "{}",
+                what("dx")
+            );
+            assert_eq!(
+                values(w.grad(&g).unwrap()),
+                values(w2.grad(&g2).unwrap()),
+                "{}",
+                what("dw")
+            );
+            assert_eq!(
+                values(b.grad(&g).unwrap()),
+                values(b2.grad(&g2).unwrap()),
+                "{}",
+                what("db")
+            );
+        }
+    }
+}

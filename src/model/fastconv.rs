@@ -66,6 +66,8 @@ use burn::backend::{
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
+use super::fastops::{FastOpsBackend, ReluDropout};
+
 /// Applies a 2-D convolution: stride 1, dilation 1, one group, square kernel, symmetric zero
 /// padding `padding`.
 ///
@@ -105,6 +107,37 @@ pub fn conv2d(
         None => <Dispatch as FastConvBackend>::fast_conv2d_unbiased(x, weight, padding),
     };
     Tensor::from_dispatch(out)
+}
+
+/// `fastops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed)`: the same values
+/// and gradients, in one step. The fast kernels apply the ReLU and dropout to each task's output
+/// rows while they are still in cache, instead of a separate pass that re-reads and re-writes
+/// the whole output (on the first block of a batch of 32, 64 MiB of memory traffic each way).
+pub fn conv2d_relu_dropout(
+    x: Tensor<4>,
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+    padding: usize,
+    p: f64,
+    seed: u64,
+) -> Tensor<4> {
+    let fast = is_fast_path(&x.device())
+        && x.dtype() == DType::F32
+        && weight.dtype() == DType::F32
+        && bias.dtype() == DType::F32
+        && ReluDropout::new(p, seed).is_some()
+        && ConvShape::from_dims(x.dims(), weight.dims(), Some(bias.dims()[0]), padding).is_some();
+    if !fast {
+        return super::fastops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed);
+    }
+    Tensor::from_dispatch(<Dispatch as FastConvBackend>::fast_conv2d_relu_dropout(
+        x.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        padding,
+        p,
+        seed,
+    ))
 }
 
 /// How the kernels compute the 3x3 convolutions with at least 8 input and output channels.
@@ -192,6 +225,16 @@ pub trait FastConvBackend: Backend {
         weight: FloatTensor<Self>,
         padding: usize,
     ) -> FloatTensor<Self>;
+
+    /// [`FastConvBackend::fast_conv2d`], then ReLU and dropout (see [`conv2d_relu_dropout`]).
+    fn fast_conv2d_relu_dropout(
+        x: FloatTensor<Self>,
+        weight: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        padding: usize,
+        p: f64,
+        seed: u64,
+    ) -> FloatTensor<Self>;
 }
 
 impl FastConvBackend for Flex {
@@ -201,28 +244,66 @@ impl FastConvBackend for Flex {
         bias: FlexTensor,
         padding: usize,
     ) -> FlexTensor {
-        flex_forward(x, weight, Some(bias), padding)
+        flex_forward(x, weight, Some(bias), padding, None)
     }
 
     fn fast_conv2d_unbiased(x: FlexTensor, weight: FlexTensor, padding: usize) -> FlexTensor {
-        flex_forward(x, weight, None, padding)
+        flex_forward(x, weight, None, padding, None)
+    }
+
+    fn fast_conv2d_relu_dropout(
+        x: FlexTensor,
+        weight: FlexTensor,
+        bias: FlexTensor,
+        padding: usize,
+        p: f64,
+        seed: u64,
+    ) -> FlexTensor {
+        match ReluDropout::new(p, seed) {
+            Some(act) => flex_forward(x, weight, Some(bias), padding, Some(act)),
+            None => <Flex as FastOpsBackend>::fast_relu_dropout(
+                flex_forward(x, weight, Some(bias), padding, None),
+                p,
+                seed,
+            ),
+        }
     }
 }
 
-/// Forward convolution on flex tensors: the kernels where they apply, burn-flex's otherwise.
+/// Forward convolution on flex tensors, followed by `act` if given: the kernels where they
+/// apply, burn-flex's otherwise.
 fn flex_forward(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
     padding: usize,
+    act: Option<ReluDropout>,
 ) -> FlexTensor {
     let Some(shape) = flex_shape(&x, &weight, bias.as_ref(), padding) else {
-        return Flex::conv2d(x, weight, bias, options(padding));
+        let out = Flex::conv2d(x, weight, bias, options(padding));
+        let Some(act) = act else {
+            return out;
+        };
+        let out = contiguous(out);
+        let dims = out.shape().to_vec();
+        let mut values = f32s(&out).to_vec();
+        act.apply(&mut values, 0);
+        return from_vec(values, dims);
     };
     let x = contiguous(x);
     let weight = contiguous(weight);
     let bias = bias.map(contiguous);
-    let out = kernels::forward(f32s(&x), f32s(&weight), bias.as_ref().map(f32s), &shape);
+    let apply = act.map(|a| move |run: &mut [f32], base: usize| a.apply(run, base));
+    let epilogue: kernels::Epilogue = apply
+        .as_ref()
+        .map(|f| f as &(dyn Fn(&mut [f32], usize) + Sync));
+    let out = kernels::forward(
+        f32s(&x),
+        f32s(&weight),
+        bias.as_ref().map(f32s),
+        &shape,
+        epilogue,
+    );
     from_vec(out, shape.output_dims())
 }
 
@@ -241,6 +322,53 @@ impl<C: CheckpointStrategy> FastConvBackend for Autodiff<Flex, C> {
 
     fn fast_conv2d_unbiased(x: AdTensor<C>, weight: AdTensor<C>, padding: usize) -> AdTensor<C> {
         autodiff_forward::<C>(x, weight, None, padding)
+    }
+
+    fn fast_conv2d_relu_dropout(
+        x: AdTensor<C>,
+        weight: AdTensor<C>,
+        bias: AdTensor<C>,
+        padding: usize,
+        p: f64,
+        seed: u64,
+    ) -> AdTensor<C> {
+        let supported = flex_shape(
+            x.primitive(),
+            weight.primitive(),
+            Some(bias.primitive()),
+            padding,
+        )
+        .is_some();
+        let act = ReluDropout::new(p, seed);
+        let Some(act) = act.filter(|_| supported) else {
+            // Two steps, each with its own gradient (also for shapes the kernels do not cover).
+            let y = autodiff_forward::<C>(x, weight, Some(bias), padding);
+            return <Autodiff<Flex, C> as FastOpsBackend>::fast_relu_dropout(y, p, seed);
+        };
+        match ConvReluDropout
+            .prepare::<C>([x.node(), weight.node(), bias.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let conv = (prep.checkpoint(&x), prep.checkpoint(&weight), padding);
+                let out = flex_forward(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    Some(bias.into_primitive()),
+                    padding,
+                    Some(act),
+                );
+                prep.finish((conv, out.clone(), act.scale()), out)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(flex_forward(
+                x.into_primitive(),
+                weight.into_primitive(),
+                Some(bias.into_primitive()),
+                padding,
+                Some(act),
+            )),
+        }
     }
 }
 
@@ -281,6 +409,7 @@ fn autodiff_forward<C: CheckpointStrategy>(
                     weight.into_primitive(),
                     Some(bias.into_primitive()),
                     padding,
+                    None,
                 );
                 prep.finish(state, out)
             }
@@ -289,6 +418,7 @@ fn autodiff_forward<C: CheckpointStrategy>(
                 weight.into_primitive(),
                 Some(bias.into_primitive()),
                 padding,
+                None,
             )),
         },
         None => match ConvNoBias
@@ -298,7 +428,13 @@ fn autodiff_forward<C: CheckpointStrategy>(
         {
             OpsKind::Tracked(mut prep) => {
                 let state = (prep.checkpoint(&x), prep.checkpoint(&weight), padding);
-                let out = flex_forward(x.into_primitive(), weight.into_primitive(), None, padding);
+                let out = flex_forward(
+                    x.into_primitive(),
+                    weight.into_primitive(),
+                    None,
+                    padding,
+                    None,
+                );
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => prep.finish(flex_forward(
@@ -306,6 +442,7 @@ fn autodiff_forward<C: CheckpointStrategy>(
                 weight.into_primitive(),
                 None,
                 padding,
+                None,
             )),
         },
     }
@@ -356,6 +493,35 @@ impl Backward<Flex, 2> for ConvNoBias {
             [node_x.is_some(), node_w.is_some(), false],
         );
         for (node, g) in [(node_x, dx), (node_w, dw)] {
+            if let (Some(node), Some(g)) = (node, g) {
+                grads.register::<Flex>(node.id, g);
+            }
+        }
+    }
+}
+
+/// Backward step of [`FastConvBackend::fast_conv2d_relu_dropout`]; parents are `[x, weight,
+/// bias]`.
+#[derive(Debug)]
+struct ConvReluDropout;
+
+impl Backward<Flex, 3> for ConvReluDropout {
+    /// The convolution's state, the output after ReLU and dropout (positive exactly where the
+    /// gradient passes) and the dropout's keep scale.
+    type State = (ConvState, FlexTensor, f32);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, ckpt: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (conv, out, scale) = ops.state;
+        let grad = super::fastops::relu_dropout_backward(out, grad, scale);
+        let (dx, dw, db) = backward_grads(
+            conv,
+            grad,
+            ckpt,
+            [node_x.is_some(), node_w.is_some(), node_b.is_some()],
+        );
+        for (node, g) in [(node_x, dx), (node_w, dw), (node_b, db)] {
             if let (Some(node), Some(g)) = (node, g) {
                 grads.register::<Flex>(node.id, g);
             }

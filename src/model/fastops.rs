@@ -472,16 +472,22 @@ impl Backward<Flex, 1> for ReluDropoutStep {
         let grad = grads.consume::<Flex>(&ops.node);
         if let Some(node) = parent {
             let (out, s) = ops.state;
-            let (out, grad) = (contiguous(out), contiguous(grad));
-            let (o, g) = (f32s(&out), f32s(&grad));
-            let dx = par_fill(o.len(), CHUNK, |ci, d| {
-                let base = ci * CHUNK;
-                let n = d.len();
-                relu_dropout_grad_fast(&o[base..base + n], &g[base..base + n], s, d);
-            });
-            grads.register::<Flex>(node.id, from_vec(dx, out.shape().to_vec()));
+            grads.register::<Flex>(node.id, relu_dropout_backward(out, grad, s));
         }
     }
+}
+
+/// The input gradient of [`relu_dropout`] from its output `out` (positive exactly where the
+/// gradient passes), the output gradient and the keep scale `s` (see [`ReluDropout::scale`]).
+pub(crate) fn relu_dropout_backward(out: FlexTensor, grad: FlexTensor, s: f32) -> FlexTensor {
+    let (out, grad) = (contiguous(out), contiguous(grad));
+    let (o, g) = (f32s(&out), f32s(&grad));
+    let dx = par_fill(o.len(), CHUNK, |ci, d| {
+        let base = ci * CHUNK;
+        let n = d.len();
+        relu_dropout_grad_fast(&o[base..base + n], &g[base..base + n], s, d);
+    });
+    from_vec(dx, out.shape().to_vec())
 }
 
 #[derive(Debug)]
@@ -756,6 +762,51 @@ fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
         }
     });
     from_vec(out, x.shape().to_vec())
+}
+
+/// [`relu`] followed by dropout with probability `p` (`0 ≤ p < 1`) and the masks of `seed`, as
+/// one elementwise function: what a convolution applies to its output rows as they are written
+/// (see `fastconv::conv2d_relu_dropout`), the same values as [`relu_dropout`] computes.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReluDropout {
+    p: f64,
+    mask: DropoutMask,
+}
+
+impl ReluDropout {
+    /// `None` for a `p` that [`relu_dropout`] treats specially (1, NaN or out of range).
+    pub(crate) fn new(p: f64, seed: u64) -> Option<Self> {
+        (0.0..1.0).contains(&p).then(|| ReluDropout {
+            p,
+            mask: DropoutMask::new(p, seed),
+        })
+    }
+
+    /// The factor kept elements are scaled by, which the backward pass needs.
+    pub(crate) fn scale(&self) -> f32 {
+        scale(self.p)
+    }
+
+    /// Applies the function in place to `run`, elements `base ..` of the tensor (the index
+    /// picks each element's dropout decision).
+    pub(crate) fn apply(&self, run: &mut [f32], base: usize) {
+        // Through a small copy, because the kernels read and write separate slices; the copy
+        // stays in L1.
+        const PIECE: usize = 512;
+        let mut src = [0f32; PIECE];
+        for (i, piece) in run.chunks_mut(PIECE).enumerate() {
+            let src = &mut src[..piece.len()];
+            src.copy_from_slice(piece);
+            // SAFETY: a `&mut [f32]` seen as `&mut [MaybeUninit<f32>]`, written only with
+            // initialised values.
+            let out = unsafe { &mut *(piece as *mut [f32] as *mut [MaybeUninit<f32>]) };
+            if self.p == 0.0 {
+                relu_fast(src, out);
+            } else {
+                dropout_chunk(src, out, base + i * PIECE, self.mask);
+            }
+        }
+    }
 }
 
 /// `relu(x) * keep_scale(i)` for the chunk `src` of elements `base ..`.

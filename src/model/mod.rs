@@ -195,11 +195,11 @@ impl Block {
         if stock_ops() {
             return self.forward_stock(x, dropout_seed.is_some());
         }
-        let y = apply_conv(&self.conv1, x.clone(), 1);
-        let y = match dropout_seed {
-            Some(seed) => fastops::relu_dropout(y, self.dropout.prob, seed),
-            None => fastops::relu_dropout(y, 0.0, 0),
+        let (p, seed) = match dropout_seed {
+            Some(seed) => (self.dropout.prob, seed),
+            None => (0.0, 0),
         };
+        let y = conv_relu_dropout(&self.conv1, x.clone(), 1, p, seed);
         let y = apply_conv(&self.conv2, y, 1);
         let skip = match &self.shortcut {
             Some(c) => apply_conv(c, x, 0),
@@ -261,6 +261,20 @@ impl Block {
 pub fn stock_ops() -> bool {
     static STOCK: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *STOCK.get_or_init(|| std::env::var("LEUKO_OPS").is_ok_and(|v| v == "stock"))
+}
+
+/// `fastops::relu_dropout(apply_conv(c, x, padding), p, seed)`, fused where the kernels run.
+fn conv_relu_dropout(c: &Conv2d, x: Tensor<4>, padding: usize, p: f64, seed: u64) -> Tensor<4> {
+    match &c.bias {
+        Some(bias) if !stock_conv() => {
+            // Bias first, as `apply_conv` does: parameters are initialised lazily, on first
+            // access, from the device's generator, so the order of first accesses decides which
+            // random values each gets.
+            let bias = bias.val();
+            fastconv::conv2d_relu_dropout(x, c.weight.val(), bias, padding, p, seed)
+        }
+        _ => fastops::relu_dropout(apply_conv(c, x, padding), p, seed),
+    }
 }
 
 fn apply_conv(c: &Conv2d, x: Tensor<4>, padding: usize) -> Tensor<4> {

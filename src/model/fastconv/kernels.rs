@@ -335,12 +335,21 @@ pub(super) fn forward(
     weight: &[f32],
     bias: Option<&[f32]>,
     shape: &ConvShape,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     if winograd::applies(shape) && super::algorithm() == super::Algorithm::Winograd {
-        return winograd::forward(x, weight, bias, shape);
+        return winograd::forward(x, weight, bias, shape, epilogue);
     }
     if pointwise::forward_applies(shape) {
-        return pointwise::forward(x, weight, bias, shape);
+        let mut out = pointwise::forward(x, weight, bias, shape);
+        if let Some(f) = epilogue {
+            // Not fused here (no caller needs it): a separate pass with the same result.
+            const PIECE: usize = 1 << 16;
+            out.par_chunks_mut(PIECE)
+                .enumerate()
+                .for_each(|(i, run)| f(run, i * PIECE));
+        }
+        return out;
     }
     let taps = shape.k * shape.k;
     let packed = pack_weights(weight, shape.c_out, shape.c_in, taps, false);
@@ -348,7 +357,37 @@ pub(super) fn forward(
     if let Some(b) = bias {
         bias_padded[..shape.c_out].copy_from_slice(b);
     }
-    conv_driver(x, shape.c_in, shape.c_out, &packed, &bias_padded, shape)
+    conv_driver(
+        x,
+        shape.c_in,
+        shape.c_out,
+        &packed,
+        &bias_padded,
+        shape,
+        epilogue,
+    )
+}
+
+/// An elementwise function applied in place to a forward convolution's output while each
+/// task's rows are still in cache: `f(run, index)` for contiguous runs of the output, `index`
+/// the run's first element in the whole `[n][c_out][h][w]` output. Every element is in exactly
+/// one run.
+pub(super) type Epilogue<'a> = Option<&'a (dyn Fn(&mut [f32], usize) + Sync)>;
+
+/// Applies `epilogue` to `len` elements of `out` from element `at`.
+///
+/// # Safety
+/// `at .. at + len` lies in the output `out` points into, is initialised, and no other thread
+/// reads or writes it meanwhile.
+#[inline]
+unsafe fn apply_epilogue(epilogue: Epilogue, out: &SharedOut, at: usize, len: usize) {
+    if let Some(f) = epilogue {
+        // SAFETY: as the caller promises.
+        f(
+            unsafe { std::slice::from_raw_parts_mut(out.at(at), len) },
+            at,
+        );
+    }
 }
 
 /// Convolves `src [n][c_src][h][w]` with packed weights (see [`pack_weights`]) into a new
@@ -360,6 +399,7 @@ fn conv_driver(
     packed: &[f32],
     bias: &[f32],
     shape: &ConvShape,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     let c_dst_pad = c_dst.next_multiple_of(MO);
     let geo = Geometry::new(shape, c_src + c_dst_pad);
@@ -385,6 +425,10 @@ fn conv_driver(
                         std::ptr::copy_nonoverlapping(from.as_ptr(), out_ptr.at(at), w);
                     }
                 }
+                // SAFETY: the r rows just written, this task's alone.
+                unsafe {
+                    apply_epilogue(epilogue, &out_ptr, ((img * c_dst + co) * h + h0) * w, r * w)
+                };
             }
         });
     });

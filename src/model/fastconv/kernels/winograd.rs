@@ -44,8 +44,8 @@ use rayon::prelude::*;
 
 use super::super::ConvShape;
 use super::{
-    avx, output_buffer, prefetch, sum_over_chunks, with_scratch, Grads, Needs, SharedOut, MO, NJ,
-    STRIP,
+    apply_epilogue, avx, output_buffer, prefetch, sum_over_chunks, with_scratch, Epilogue, Grads,
+    Needs, SharedOut, MO, NJ, STRIP,
 };
 
 /// Transformed values per tile (4x4).
@@ -660,6 +660,7 @@ fn conv(
     packed: &[f32],
     bias: Option<&[f32]>,
     shape: &ConvShape,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     let c_dst_pad = c_dst.next_multiple_of(MO);
     let geo = Tiles::new(shape, c_src + c_dst_pad);
@@ -692,6 +693,12 @@ fn conv(
                         out_ptr.at((img * c_dst + co) * h * w),
                     );
                 }
+                let rows = 2 * r0..(2 * (r0 + rn)).min(h);
+                // SAFETY: the rows just written, this task's alone (as above).
+                unsafe {
+                    let at = ((img * c_dst + co) * h + rows.start) * w;
+                    apply_epilogue(epilogue, &out_ptr, at, rows.len() * w);
+                }
             }
         });
     });
@@ -707,9 +714,10 @@ pub(super) fn forward(
     weight: &[f32],
     bias: Option<&[f32]>,
     shape: &ConvShape,
+    epilogue: Epilogue,
 ) -> Vec<f32> {
     let packed = pack_weights(weight, shape.c_out, shape.c_in, false);
-    conv(x, shape.c_in, shape.c_out, &packed, bias, shape)
+    conv(x, shape.c_in, shape.c_out, &packed, bias, shape, epilogue)
 }
 
 /// Gradients for the output gradient `dy [n][c_out][h][w]` (see [`applies`]).
@@ -723,7 +731,7 @@ pub(super) fn backward(
     let (n, c_in, c_out, h, w) = (shape.n, shape.c_in, shape.c_out, shape.h, shape.w);
     let input = needs.input.then(|| {
         let packed = pack_weights(weight, c_out, c_in, true);
-        conv(dy, c_out, c_in, &packed, None, shape)
+        conv(dy, c_out, c_in, &packed, None, shape, None)
     });
     let c_out_pad = c_out.next_multiple_of(MO);
     let x_planes = c_in.next_multiple_of(NJ);
