@@ -172,16 +172,16 @@ impl Geometry {
                 continue;
             }
             let img = &src[c * h * w..(c + 1) * h * w];
-            if c + 1 < channels {
-                let rows = h0.saturating_sub(self.halo)..(h0 + r + self.halo).min(h);
-                prefetch(&src[(c + 1) * h * w..(c + 2) * h * w], rows, w);
-            }
+            let next = (c + 1 < channels).then(|| &src[(c + 1) * h * w..(c + 2) * h * w]);
             plane[..self.lead].fill(0.0);
             let rows_end = self.lead + (r + 2 * self.halo) * wp;
             for (pr, row) in plane[self.lead..rows_end].chunks_exact_mut(wp).enumerate() {
                 // Image row of padded row `pr`; out of range above the image wraps to a huge value.
                 let y = (h0 + pr).wrapping_sub(self.halo);
                 if y < h {
+                    if let Some(next) = next {
+                        prefetch(next, y..y + 1, w);
+                    }
                     row[..w].copy_from_slice(&img[y * w..(y + 1) * w]);
                 } else {
                     row[..w].fill(0.0);
@@ -193,13 +193,15 @@ impl Geometry {
     }
 }
 
-/// Asks the cache for rows `rows` of the `[h][w]` plane `img`: the next channel's band, while
-/// this one is copied or transformed.
+/// Asks the cache for rows `rows` of the `[h][w]` plane `img`: a row of the next channel's
+/// band, while the same row of this one is copied or transformed.
 ///
 /// A band of one channel is a few kilobytes, contiguous, and the next channel's lies a whole
 /// plane away: the hardware prefetchers had just ramped up when each band ended, so the first
 /// read of every input row waited on memory (in the Winograd transforms 10% of a training step,
-/// perf, session 11). Prefetches change no value.
+/// perf, session 11). Prefetches change no value. One row at a time, spread over the work:
+/// a whole band's prefetches at once filled the core's miss buffers and the prefetch
+/// instructions themselves stalled (2% of a step, perf annotate, session 12).
 #[inline(always)]
 fn prefetch(img: &[f32], rows: core::ops::Range<usize>, w: usize) {
     #[cfg(target_arch = "x86_64")]

@@ -144,10 +144,7 @@ impl Tiles {
                 continue;
             }
             let img = &src[c * h * w..(c + 1) * h * w];
-            if c + 1 < channels {
-                let rows = (2 * r0).saturating_sub(1)..(2 * (r0 + rn) + 1).min(h);
-                prefetch(&src[(c + 1) * h * w..(c + 2) * h * w], rows, w);
-            }
+            let next = (c + 1 < channels).then(|| &src[(c + 1) * h * w..(c + 2) * h * w]);
             // Even / odd columns of padded rows 2 r0 .. 2 (r0 + rn) + 2 (padded row j is image
             // row j - 1, padded column j image column j - 1, so the padded even columns are the
             // image's odd ones shifted by one): row j at `split[2j (tw + 1)..]`, odd after even.
@@ -155,6 +152,9 @@ impl Tiles {
                 let (even, odd) = eo.split_at_mut(tw + 1);
                 let y = (2 * r0 + j).wrapping_sub(1);
                 if y < h {
+                    if let Some(next) = next {
+                        prefetch(next, y..y + 1, w);
+                    }
                     even[0] = 0.0;
                     deinterleave(&img[y * w..(y + 1) * w], odd, &mut even[1..]);
                 } else {
@@ -228,10 +228,7 @@ impl Tiles {
                 continue;
             }
             let img = &dy[c * h * w..(c + 1) * h * w];
-            if c + 1 < channels {
-                let rows = 2 * r0..(2 * (r0 + rn)).min(h);
-                prefetch(&dy[(c + 1) * h * w..(c + 2) * h * w], rows, w);
-            }
+            let next = (c + 1 < channels).then(|| &dy[(c + 1) * h * w..(c + 2) * h * w]);
             for r in 0..rn {
                 // Even / odd columns of output rows 2R and 2R + 1 (zero beyond the image):
                 // for tile t, `e0[t] = dY[0][0]`, `o0[t] = dY[0][1]`, `e1[t] = dY[1][0]`,
@@ -239,6 +236,9 @@ impl Tiles {
                 let y0 = 2 * (r0 + r);
                 for (y, e, o) in [(y0, &mut *e0, &mut *o0), (y0 + 1, &mut *e1, &mut *o1)] {
                     if y < h {
+                        if let Some(next) = next {
+                            prefetch(next, y..y + 1, w);
+                        }
                         deinterleave(&img[y * w..(y + 1) * w], e, o);
                     } else {
                         e.fill(0.0);
