@@ -41,6 +41,11 @@
 //!   1x1 convolutions (the shortcuts) need no padding, so `kernels::pointwise` runs the same
 //!   blocks on the tensors' own layout, without the band copies (same bits).
 //!
+//! [`conv2d_relu_dropout`] is the blocks' first convolution with its ReLU and dropout: the
+//! forward drivers apply them to each task's output rows while those are still in cache (an
+//! epilogue, `kernels::Epilogue`), and one backward step takes their gradient before the
+//! convolution's. Same values as the two separate steps, one pass over the output fewer each way.
+//!
 //! The register blocks are inline assembly (AVX2 + FMA, see `kernels::avx` for why). Work is
 //! split into (image, band) tasks on rayon's pool; bands are sized to keep a task's buffers in
 //! the per-core L2 cache, and the buffers are reused per thread so steady-state calls allocate

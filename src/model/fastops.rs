@@ -1,5 +1,7 @@
 //! Fused CPU kernels for the non-convolution layers of a block: ReLU + dropout, batch norm
-//! with batch statistics, and residual add + ReLU + 2x2 max-pool.
+//! with batch statistics, and residual add + ReLU + 2x2 max-pool; in training, batch norm and
+//! the add + ReLU + pool are one step ([`batch_norm_add_relu_pool_train`]), whose batch norm
+//! output never reaches memory.
 //!
 //! With [`super::fastconv`] making the convolutions fast, burn-flex's generic versions of these
 //! layers took most of a training step (measured with `perf`): batch norm's statistics go
