@@ -335,19 +335,9 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
             OpsKind::Tracked(mut prep) => {
                 let x_id = prep.checkpoint(&x);
                 let g_id = prep.checkpoint(&gamma);
-                let xv = contiguous(x.into_primitive());
-                let (gv, bv) = (
-                    contiguous(gamma.into_primitive()),
-                    contiguous(beta.into_primitive()),
-                );
-                let bn = BnAffine {
-                    gamma: f32s(&gv),
-                    beta: f32s(&bv),
-                    mean: &mean,
-                    inv_std: &inv_std,
-                };
-                let in_dims = dims4(&xv);
-                let (out, idx) = bn_pool_fwd(&xv, bn, &contiguous(skip.into_primitive()), true);
+                let in_dims = dims4(x.primitive());
+                let (out, idx) =
+                    bn_pool_primitives::<C>(x, gamma, beta, skip, (&mean, &inv_std), true);
                 let state = BnPoolState {
                     x: x_id,
                     gamma: g_id,
@@ -358,18 +348,8 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
                 prep.finish(state, out)
             }
             OpsKind::UnTracked(prep) => {
-                let xv = contiguous(x.into_primitive());
-                let (gv, bv) = (
-                    contiguous(gamma.into_primitive()),
-                    contiguous(beta.into_primitive()),
-                );
-                let bn = BnAffine {
-                    gamma: f32s(&gv),
-                    beta: f32s(&bv),
-                    mean: &mean,
-                    inv_std: &inv_std,
-                };
-                prep.finish(bn_pool_fwd(&xv, bn, &contiguous(skip.into_primitive()), false).0)
+                let stats = (&mean[..], &inv_std[..]);
+                prep.finish(bn_pool_primitives::<C>(x, gamma, beta, skip, stats, false).0)
             }
         }
     }
@@ -460,6 +440,29 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
             ),
         }
     }
+}
+
+/// [`bn_pool_fwd`] on the autodiff tensors' primitives, with the batch's `(mean, inv_std)`.
+fn bn_pool_primitives<C: CheckpointStrategy>(
+    x: AdTensor<C>,
+    gamma: AdTensor<C>,
+    beta: AdTensor<C>,
+    skip: AdTensor<C>,
+    (mean, inv_std): (&[f32], &[f32]),
+    want_idx: bool,
+) -> (FlexTensor, Vec<u8>) {
+    let xv = contiguous(x.into_primitive());
+    let (gv, bv) = (
+        contiguous(gamma.into_primitive()),
+        contiguous(beta.into_primitive()),
+    );
+    let bn = BnAffine {
+        gamma: f32s(&gv),
+        beta: f32s(&bv),
+        mean,
+        inv_std,
+    };
+    bn_pool_fwd(&xv, bn, &contiguous(skip.into_primitive()), want_idx)
 }
 
 #[derive(Debug)]
