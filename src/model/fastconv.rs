@@ -55,8 +55,8 @@
 //! Measured with `cargo run --release --bin bench_conv` (2-core AVX2 EPYC, batch 32, direct
 //! kernels, before Winograd): forward plus backward of all the classifier's convolutions 5.5-6x
 //! faster than burn-flex's, at about 70 % of the machine's fp32 peak. Winograd made a whole
-//! training step about 15 % faster again on the 2-core Zen 4 machine of session 9 (README,
-//! "Training speed").
+//! training step about 15 % faster again on the 2-core Zen 4 machine of session 9
+//! (docs/training-speed.md).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
