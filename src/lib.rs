@@ -22,6 +22,7 @@ pub mod report;
 pub mod runtime;
 pub mod serve;
 pub mod split;
+pub mod stain;
 pub mod tensors;
 pub mod train;
 

@@ -266,10 +266,16 @@ impl Classifier {
             .iter()
             .map(|b| crate::isolate::crop(photo, b, &self.crop))
             .collect();
-        if self.meta.input.white_balance() && !crops.is_empty() {
-            let background = crate::tensors::photo_background(photo);
-            for c in &mut crops {
-                crate::tensors::white_balance(c, background);
+        if !crops.is_empty() {
+            let input = &self.meta.input;
+            if let Some(balance) = crate::stain::ColourBalance::for_photo(
+                photo,
+                input.white_balance(),
+                input.normalise_stain(),
+            ) {
+                for c in &mut crops {
+                    balance.apply(c);
+                }
             }
         }
         let t1 = Instant::now();

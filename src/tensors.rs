@@ -3,6 +3,7 @@
 
 use crate::data::{ClassSet, DataDir, Sample};
 use crate::error::Result;
+use crate::stain::ColourBalance;
 use crate::train::config::InputConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
@@ -21,8 +22,10 @@ pub fn network_input_at(
     magnification: f32,
 ) -> (RgbImage, bool) {
     let (mut img, found) = unbalanced_input(photo, input, magnification);
-    if input.white_balance() {
-        white_balance(&mut img, photo_background(photo));
+    if let Some(balance) =
+        ColourBalance::for_photo(photo, input.white_balance(), input.normalise_stain())
+    {
+        balance.apply(&mut img);
     }
     (img, found)
 }
@@ -43,28 +46,13 @@ fn unbalanced_input(photo: &RgbImage, input: &InputConfig, magnification: f32) -
     }
 }
 
-/// The level every channel of the background has after [`white_balance`]
-/// (0.8 of full scale: BCCD's backgrounds are 187-212, so its photos change
-/// little, and the nuclei and cytoplasm stay well inside the range).
-pub const BALANCED_BACKGROUND: f32 = 204.0;
-
-/// A photo's background (white) colour, as the isolation estimates it: the
-/// median colour of its brightest pixels (`isolate::estimate_background`).
-pub fn photo_background(photo: &RgbImage) -> [u8; 3] {
-    let cfg = crate::isolate::IsolationConfig::default();
-    crate::isolate::estimate_background(photo, cfg.background_top_fraction)
-}
+pub use crate::stain::{photo_background, BALANCED_BACKGROUND};
 
 /// Scales each channel of `img` (a crop of, or the whole of, a photo whose
 /// background colour is `background`) so that the background becomes neutral
-/// gray at [`BALANCED_BACKGROUND`]. This is the von Kries model of a change
-/// of illuminant or camera white balance: every channel multiplied by its
-/// own factor, which this undoes. Brighter-than-background pixels saturate.
+/// gray at [`BALANCED_BACKGROUND`] ([`ColourBalance::white`]).
 pub fn white_balance(img: &mut RgbImage, background: [u8; 3]) {
-    colour_cast(
-        img,
-        ColourCast(background.map(|b| BALANCED_BACKGROUND / f32::from(b.max(1)))),
-    );
+    ColourBalance::white(background).apply(img);
 }
 
 /// Per-channel gains (red, green, blue), as a different lamp, filter or
@@ -96,14 +84,7 @@ impl std::str::FromStr for ColourCast {
 
 /// Multiplies each channel of `img` by its factor (rounded, saturating).
 pub fn colour_cast(img: &mut RgbImage, cast: ColourCast) {
-    let luts: [[u8; 256]; 3] = cast
-        .0
-        .map(|g| std::array::from_fn(|v| (v as f32 * g).round().min(255.0) as u8));
-    for px in img.pixels_mut() {
-        for (c, lut) in luts.iter().enumerate() {
-            px.0[c] = lut[px.0[c] as usize];
-        }
-    }
+    ColourBalance::gains(cast.0).apply(img);
 }
 
 /// A change of magnification by `factor`, as another objective, camera adapter or sensor would
@@ -444,6 +425,7 @@ mod tests {
             margin: 0.0,
             keep_aspect: false,
             white_balance: true,
+            normalise_stain: false,
         };
         let (a, _) = network_input(&photo, &input);
         let (b, _) = network_input(&cast, &input);

@@ -153,6 +153,7 @@ fn an_ensemble_of_one_model_twice_scores_as_the_model_and_mismatches_are_refused
         margin: 0.0,
         keep_aspect: false,
         white_balance: false,
+        normalise_stain: false,
     };
     let net = meta.net.clone();
     let dir = tempfile::tempdir().unwrap();

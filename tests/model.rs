@@ -20,6 +20,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
             margin: 0.0,
             keep_aspect: false,
             white_balance: false,
+            normalise_stain: false,
         },
         experiment: "test".into(),
         seed: 1,

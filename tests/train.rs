@@ -134,6 +134,7 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
         margin: 0.0,
         keep_aspect: false,
         white_balance: false,
+        normalise_stain: false,
     };
     cfg.train.epochs = 4;
     cfg.train.patience = 10;

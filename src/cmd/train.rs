@@ -324,10 +324,10 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 [(_, m, _)] => format!("{}, epoch {}", m.experiment, m.epoch),
                 all => format!("ensemble of {}: mean of their probabilities", all.len()),
             };
-            let balance = if meta.input.white_balance() {
-                ", inputs white-balanced"
-            } else {
-                ""
+            let balance = match (meta.input.white_balance(), meta.input.normalise_stain()) {
+                (_, true) => ", inputs white-balanced and stain-normalised",
+                (true, false) => ", inputs white-balanced",
+                (false, false) => "",
             };
             println!(
                 "model {} ({}) on the {} part of {} ({} photos, {}, {}{}{})\n",

@@ -36,6 +36,12 @@ pub enum InputConfig {
         /// microscope's photos reads the shift as cell type.
         #[serde(default)]
         white_balance: bool,
+        /// `true`: also scale each channel's optical density so that the
+        /// photo's erythrocytes get the same density in every photo
+        /// ([`crate::stain::ColourBalance::stain`]): smears stained longer or
+        /// thicker look like the others. Needs `white_balance`.
+        #[serde(default)]
+        normalise_stain: bool,
     },
 }
 
@@ -54,6 +60,16 @@ impl InputConfig {
             InputConfig::Whole { white_balance, .. } | InputConfig::Crop { white_balance, .. } => {
                 white_balance
             }
+        }
+    }
+
+    /// Whether inputs are stain-normalised against their photo's erythrocytes.
+    pub fn normalise_stain(&self) -> bool {
+        match *self {
+            InputConfig::Whole { .. } => false,
+            InputConfig::Crop {
+                normalise_stain, ..
+            } => normalise_stain,
         }
     }
 
@@ -178,6 +194,13 @@ impl ExperimentConfig {
                 return Err(format!("input.margin must be in [0, 1], got {margin}"));
             }
         }
+        if self.input.normalise_stain() && !self.input.white_balance() {
+            return Err(
+                "input.normalise_stain needs input.white_balance = true (densities are measured \
+                 against the white-balanced background)"
+                    .into(),
+            );
+        }
         let min = 1u32 << self.net.blocks.len().min(31);
         if w < min || h < min {
             return Err(format!(
@@ -264,6 +287,22 @@ patience = 2
         assert!(e.contains("positive"), "{e}");
         let e = ExperimentConfig::parse(&OK.replace("epochs = 3", "epochs = 0")).unwrap_err();
         assert!(e.contains("epochs"), "{e}");
+        let e = ExperimentConfig::parse(
+            &OK.replace("size = 128", "size = 128\nnormalise_stain = true"),
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("normalise_stain needs input.white_balance"),
+            "{e}"
+        );
+        let ok = OK.replace(
+            "size = 128",
+            "size = 128\nwhite_balance = true\nnormalise_stain = true",
+        );
+        assert!(ExperimentConfig::parse(&ok)
+            .unwrap()
+            .input
+            .normalise_stain());
     }
 
     #[test]
