@@ -266,18 +266,7 @@ impl Classifier {
             .iter()
             .map(|b| crate::isolate::crop(photo, b, &self.crop))
             .collect();
-        if !crops.is_empty() {
-            let input = &self.meta.input;
-            if let Some(balance) = crate::stain::ColourBalance::for_photo(
-                photo,
-                input.white_balance(),
-                input.normalise_stain(),
-            ) {
-                for c in &mut crops {
-                    balance.apply(c);
-                }
-            }
-        }
+        crate::tensors::finish_inputs(photo, &self.meta.input, &mut crops, true);
         let t1 = Instant::now();
         let refs: Vec<&RgbImage> = crops.iter().collect();
         let mut probs = if refs.is_empty() {

@@ -154,6 +154,7 @@ fn an_ensemble_of_one_model_twice_scores_as_the_model_and_mismatches_are_refused
         keep_aspect: false,
         white_balance: false,
         normalise_stain: false,
+        mask_context: false,
     };
     let net = meta.net.clone();
     let dir = tempfile::tempdir().unwrap();

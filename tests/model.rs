@@ -21,6 +21,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
             keep_aspect: false,
             white_balance: false,
             normalise_stain: false,
+            mask_context: false,
         },
         experiment: "test".into(),
         seed: 1,

@@ -135,6 +135,7 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
         keep_aspect: false,
         white_balance: false,
         normalise_stain: false,
+        mask_context: false,
     };
     cfg.train.epochs = 4;
     cfg.train.patience = 10;

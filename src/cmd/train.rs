@@ -329,6 +329,11 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 (true, false) => ", inputs white-balanced",
                 (false, false) => "",
             };
+            let balance = if meta.input.mask_context() {
+                format!("{balance}, context masked")
+            } else {
+                balance.to_string()
+            };
             println!(
                 "model {} ({}) on the {} part of {} ({} photos, {}, {}{}{})\n",
                 model_name,

@@ -42,6 +42,11 @@ pub enum InputConfig {
         /// thicker look like the others. Needs `white_balance`.
         #[serde(default)]
         normalise_stain: bool,
+        /// `true`: paint the crop outside the leukocyte's ellipse in the
+        /// background colour ([`crate::tensors::mask_context`]), so that the
+        /// network sees the cell and not its smear.
+        #[serde(default)]
+        mask_context: bool,
     },
 }
 
@@ -70,6 +75,14 @@ impl InputConfig {
             InputConfig::Crop {
                 normalise_stain, ..
             } => normalise_stain,
+        }
+    }
+
+    /// Whether crops are masked to the leukocyte's ellipse.
+    pub fn mask_context(&self) -> bool {
+        match *self {
+            InputConfig::Whole { .. } => false,
+            InputConfig::Crop { mask_context, .. } => mask_context,
         }
     }
 
