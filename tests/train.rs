@@ -139,6 +139,8 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
     };
     cfg.train.epochs = 4;
     cfg.train.patience = 10;
+    // The weight window must survive the interruption too.
+    cfg.train.average_epochs = 3;
 
     let whole = tempfile::tempdir().unwrap();
     let full = train(&cfg, &ds, &split, &opts(whole.path(), false)).unwrap();
@@ -169,6 +171,20 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
         );
     }
     assert_eq!(full.test, resumed.test);
+    // The model is the mean of epochs 2-4, not the best epoch.
+    let metrics: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(RunDir::new(part.path()).metrics()).unwrap())
+            .unwrap();
+    assert_eq!(metrics["averaged_epochs"], 3);
+    let flat = leuko::train::average::flat_params;
+    let (a, b) = (flat(&full.model).unwrap(), flat(&resumed.model).unwrap());
+    let worst = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-5, "averaged weights differ by up to {worst}");
+    assert_eq!(resumed.meta.epoch, 4);
 }
 
 #[test]

@@ -145,6 +145,16 @@ pub struct TrainParams {
     /// this many training batches (0 = keep the exponential running averages).
     #[serde(default)]
     pub precise_bn_batches: usize,
+    /// Keep the mean of the weights of the last this many epochs run (up to the budget or
+    /// the early stop) instead of the epoch with the lowest validation loss (stochastic
+    /// weight averaging), with the batch-norm statistics recomputed over all training
+    /// batches; 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub average_epochs: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn d_batch() -> usize {

@@ -2,6 +2,7 @@
 //! optionally oversampled / augmented batches, early stopping on validation loss
 //! with the best weights restored, checkpoints written atomically, `--resume`.
 
+pub mod average;
 pub mod config;
 pub mod plots;
 pub mod run_dir;
@@ -78,6 +79,9 @@ struct ResumeState {
     since_best: usize,
     train_seconds: f64,
     history: Vec<EpochRecord>,
+    /// Epochs in the weight sum (`[train] average_epochs`).
+    #[serde(default)]
+    averaged: usize,
 }
 
 /// Review threshold rule (see [`crate::predict::choose_review_threshold`]): the cells
@@ -392,7 +396,9 @@ pub fn train(
         since_best: 0,
         train_seconds: 0.0,
         history: Vec::new(),
+        averaged: 0,
     };
+    let mut window = average::WeightWindow::new(cfg.train.average_epochs);
     let mut best_bytes: Option<Vec<u8>> = None;
     if opts.resume {
         if let Some((s, m, o)) = rd.read_resume::<ResumeState>()? {
@@ -407,6 +413,19 @@ pub fn train(
                 scheduler.step();
             }
             best_bytes = std::fs::read(rd.model()).ok();
+            if s.averaged > 0 {
+                let path = rd.average_checkpoint();
+                let bytes = std::fs::read(&path).map_err(|e| LeukoError::io(&path, e))?;
+                window = average::WeightWindow::from_bytes(&bytes, &path)?;
+                if window.len() != s.averaged {
+                    return Err(LeukoError::Invalid(format!(
+                        "{}: holds {} epochs, the checkpoint state {}: start the run afresh",
+                        path.display(),
+                        window.len(),
+                        s.averaged
+                    )));
+                }
+            }
             state = s;
             if !opts.quiet {
                 eprintln!(
@@ -565,6 +584,11 @@ pub fn train(
         } else {
             state.since_best += 1;
         }
+        if cfg.train.average_epochs > 0 {
+            window.push(average::flat_params(&model)?)?;
+            crate::fsutil::write_atomic(&rd.average_checkpoint(), &window.to_bytes())?;
+            state.averaged = window.len();
+        }
         let model_bytes = model_to_bytes(&model, &meta_for(epoch))?;
         let optim_bytes = optim
             .into_bytes()
@@ -582,6 +606,20 @@ pub fn train(
         }
     }
 
+    if let Some(mean) = window.mean() {
+        let first = state.epochs_done + 1 - window.len();
+        let averaged = average::with_flat_params(model, &mean)?;
+        let mut order = train_samples.clone();
+        order.shuffle(&mut rng_for(cfg.seed, "average-bn"));
+        let averaged = recalibrate(averaged, &train_set, &order, bs, usize::MAX, &device);
+        best_bytes = Some(model_to_bytes(&averaged, &meta_for(state.epochs_done))?);
+        if !opts.quiet {
+            eprintln!(
+                "model: mean weights of epochs {first}-{} (batch-norm statistics over all training batches)",
+                state.epochs_done
+            );
+        }
+    }
     let best = best_bytes.ok_or_else(|| LeukoError::Invalid("no epoch was trained".into()))?;
     let (best_model, mut meta) = model_from_bytes(&best, "best checkpoint", &Device::flex())?;
     // The review threshold is chosen on validation predictions (never on test ones) and
@@ -631,6 +669,7 @@ pub fn train(
         "seed": cfg.seed,
         "best_epoch": state.best_epoch,
         "epochs_run": state.epochs_done,
+        "averaged_epochs": window.len(),
         "train_seconds": state.train_seconds,
         "parameters_keras_count": param_count,
         "review_threshold": meta.review_threshold,

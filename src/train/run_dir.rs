@@ -10,7 +10,7 @@
 //! confusion.png   test confusion matrix
 //! test-errors.png the misclassified test photos' crops, true / predicted class, confidence
 //! augmented.png   examples of augmented training inputs (when augmenting)
-//! checkpoint/     last epoch's weights, optimizer and state, for --resume
+//! checkpoint/     last epoch's weights, optimizer and state (and weight sum), for --resume
 //! ```
 
 use crate::error::{LeukoError, Result};
@@ -75,6 +75,11 @@ impl RunDir {
         let json =
             serde_json::to_vec_pretty(state).map_err(|e| LeukoError::Invalid(e.to_string()))?;
         crate::fsutil::write_atomic(&self.checkpoint("state.json"), &json)
+    }
+
+    /// The running weight sum of `[train] average_epochs`, saved before the state.
+    pub fn average_checkpoint(&self) -> PathBuf {
+        self.checkpoint("average.bin")
     }
 
     /// The saved state, model and optimizer bytes; `None` when nothing was saved.
