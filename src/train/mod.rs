@@ -79,7 +79,7 @@ struct ResumeState {
     since_best: usize,
     train_seconds: f64,
     history: Vec<EpochRecord>,
-    /// Epochs in the weight sum (`[train] average_epochs`).
+    /// Epochs in the weight window (`[train] average_epochs`).
     #[serde(default)]
     averaged: usize,
 }
