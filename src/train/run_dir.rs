@@ -10,7 +10,7 @@
 //! confusion.png   test confusion matrix
 //! test-errors.png the misclassified test photos' crops, true / predicted class, confidence
 //! augmented.png   examples of augmented training inputs (when augmenting)
-//! checkpoint/     last epoch's weights, optimizer and state (and weight sum), for --resume
+//! checkpoint/     last epoch's weights, optimizer and state (and the averaged epochs' weights), for --resume
 //! ```
 
 use crate::error::{LeukoError, Result};
@@ -77,7 +77,7 @@ impl RunDir {
         crate::fsutil::write_atomic(&self.checkpoint("state.json"), &json)
     }
 
-    /// The running weight sum of `[train] average_epochs`, saved before the state.
+    /// The weights of the epochs `[train] average_epochs` averages, saved before the state.
     pub fn average_checkpoint(&self) -> PathBuf {
         self.checkpoint("average.bin")
     }
