@@ -33,6 +33,16 @@ pub struct AugmentConfig {
     /// it keep their random stream.
     #[serde(default)]
     pub colour: f32,
+    /// Mixup (Zhang et al. 2018): each training batch becomes `l x + (1 - l) x'`
+    /// with `x'` the same batch in another order, `l ~ Beta(a, a)` (folded to
+    /// `l >= 0.5` so the first label dominates) and the loss mixed likewise.
+    /// This is `a`; 0 (default) = off and draws nothing.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub mixup: f32,
+}
+
+fn is_off(v: &f32) -> bool {
+    *v == 0.0
 }
 
 fn yes() -> bool {
@@ -47,6 +57,7 @@ impl AugmentConfig {
             ("brightness", self.brightness, 0.0, 1.0),
             ("contrast", self.contrast, 0.0, 1.0),
             ("colour", self.colour, 0.0, 1.0),
+            ("mixup", self.mixup, 0.0, 10.0),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {
@@ -54,6 +65,67 @@ impl AugmentConfig {
             }
         }
         Ok(())
+    }
+}
+
+/// How one training batch is mixed: item `i` becomes
+/// `weight * x[i] + (1 - weight) * x[partner[i]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mixup {
+    pub weight: f32,
+    pub partner: Vec<usize>,
+}
+
+impl Mixup {
+    /// Draws the weight from Beta(alpha, alpha), folded into [0.5, 1], and a
+    /// random partner for each of `n` items.
+    pub fn draw<R: Rng>(n: usize, alpha: f32, rng: &mut R) -> Mixup {
+        let a = sample_gamma(alpha as f64, rng);
+        let b = sample_gamma(alpha as f64, rng);
+        let l = if a + b > 0.0 { a / (a + b) } else { 0.5 };
+        let mut partner: Vec<usize> = (0..n).collect();
+        rand::seq::SliceRandom::shuffle(partner.as_mut_slice(), rng);
+        Mixup {
+            weight: l.max(1.0 - l) as f32,
+            partner,
+        }
+    }
+
+    /// Mixes a batch of planar images (`per_image` values each) in place.
+    pub fn apply(&self, data: &mut [f32], per_image: usize) {
+        let original = data.to_vec();
+        let (l, r) = (self.weight, 1.0 - self.weight);
+        for (i, out) in data.chunks_mut(per_image).enumerate() {
+            let other = &original[self.partner[i] * per_image..][..per_image];
+            for (o, &x) in out.iter_mut().zip(other) {
+                *o = l * *o + r * x;
+            }
+        }
+    }
+}
+
+/// Gamma(shape, 1) by Marsaglia and Tsang (2000), with the `U^(1/shape)` boost
+/// for shapes below 1 (mixup's usual alphas are 0.1-0.4).
+fn sample_gamma<R: Rng>(shape: f64, rng: &mut R) -> f64 {
+    if shape < 1.0 {
+        let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        return sample_gamma(shape + 1.0, rng) * u.powf(1.0 / shape);
+    }
+    let d = shape - 1.0 / 3.0;
+    let c = 1.0 / (9.0 * d).sqrt();
+    loop {
+        // Standard normal by Box-Muller.
+        let u1: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        let u2: f64 = rng.random();
+        let x = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
+        let v = (1.0 + c * x).powi(3);
+        if v <= 0.0 {
+            continue;
+        }
+        let u: f64 = rng.random::<f64>().max(f64::MIN_POSITIVE);
+        if u.ln() < 0.5 * x * x + d - d * v + d * v.ln() {
+            return d * v;
+        }
     }
 }
 
@@ -237,6 +309,7 @@ mod tests {
             brightness: 0.0,
             contrast: 0.0,
             colour: 0.0,
+            mixup: 0.0,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut a = vec![0f32; 3 * 48];
@@ -259,6 +332,7 @@ mod tests {
             brightness: 0.15,
             contrast: 0.2,
             colour: 0.1,
+            mixup: 0.0,
         };
         let run = |seed| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -283,6 +357,7 @@ mod tests {
             brightness: 0.0,
             contrast: 0.0,
             colour: 0.2,
+            mixup: 0.0,
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let mut out = vec![0f32; 3 * 48];
@@ -303,5 +378,44 @@ mod tests {
     fn reflect_mirrors_at_the_edges() {
         let idx: Vec<usize> = (-3..8).map(|i| reflect(i, 4)).collect();
         assert_eq!(idx, vec![2, 1, 0, 0, 1, 2, 3, 3, 2, 1, 0]);
+    }
+
+    #[test]
+    fn mixup_weights_follow_the_folded_beta_distribution() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
+        for alpha in [0.2f32, 1.0, 4.0] {
+            let n = 20_000;
+            let w: Vec<f64> = (0..n)
+                .map(|_| Mixup::draw(1, alpha, &mut rng).weight as f64)
+                .collect();
+            assert!(w.iter().all(|v| (0.5..=1.0).contains(v)));
+            // Beta(a, a) has variance 1 / (4 (2a + 1)) around 0.5; folding keeps the
+            // squared distance from 0.5.
+            let var = w.iter().map(|v| (v - 0.5).powi(2)).sum::<f64>() / n as f64;
+            let expected = 1.0 / (4.0 * (2.0 * alpha as f64 + 1.0));
+            assert!(
+                (var - expected).abs() < 0.05 * expected,
+                "a={alpha}: {var} vs {expected}"
+            );
+        }
+    }
+
+    #[test]
+    fn mixup_blends_each_image_with_its_partner() {
+        let mix = Mixup {
+            weight: 0.75,
+            partner: vec![1, 2, 0],
+        };
+        let mut data = vec![0.0, 0.0, 1.0, 1.0, 0.4, 0.8];
+        mix.apply(&mut data, 2);
+        let want = [0.25, 0.25, 0.85, 0.95, 0.3, 0.6];
+        for (a, b) in data.iter().zip(want) {
+            assert!((a - b).abs() < 1e-6, "{data:?}");
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        let m = Mixup::draw(10, 0.4, &mut rng);
+        let mut p = m.partner.clone();
+        p.sort();
+        assert_eq!(p, (0..10).collect::<Vec<_>>());
     }
 }

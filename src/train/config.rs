@@ -151,10 +151,19 @@ pub struct TrainParams {
     /// batches; 0 = off.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub average_epochs: usize,
+    /// Label smoothing of the training loss: targets put `1 - s` on the label and
+    /// spread `s` over all classes; 0 = plain cross-entropy. Validation loss (early
+    /// stopping) stays plain.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub label_smoothing: f64,
 }
 
 fn is_zero(n: &usize) -> bool {
     *n == 0
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn d_batch() -> usize {
@@ -254,6 +263,12 @@ impl ExperimentConfig {
         if t.lr_decay_steps == 0 {
             return Err("train.lr_decay_steps must be at least 1".into());
         }
+        if !(0.0..1.0).contains(&t.label_smoothing) {
+            return Err(format!(
+                "train.label_smoothing must be in [0, 1), got {}",
+                t.label_smoothing
+            ));
+        }
         if let Some(a) = &self.augment {
             a.validate()?;
         }
@@ -326,6 +341,13 @@ patience = 2
             .unwrap()
             .input
             .normalise_stain());
+        let e = ExperimentConfig::parse(
+            &OK.replace("patience = 2", "patience = 2\nlabel_smoothing = 1.0"),
+        )
+        .unwrap_err();
+        assert!(e.contains("label_smoothing"), "{e}");
+        let e = ExperimentConfig::parse(&format!("{OK}[augment]\nmixup = -0.5\n")).unwrap_err();
+        assert!(e.contains("augment.mixup"), "{e}");
     }
 
     #[test]

@@ -370,7 +370,11 @@ pub fn train(
     )
     .init()
     .map_err(LeukoError::Config)?;
-    let loss_fn = CrossEntropyLossConfig::new().init(&device);
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_smoothing(
+            (cfg.train.label_smoothing > 0.0).then_some(cfg.train.label_smoothing as f32),
+        )
+        .init(&device);
     // Oversampling teaches the network that every type is equally common; the
     // model file keeps the real frequencies so that predictions can undo that.
     let class_prior = cfg
@@ -511,13 +515,33 @@ pub fn train(
                 }
             }
             let labels: Vec<usize> = chunk.iter().map(|&i| train_set.labels[i]).collect();
+            // Drawn only when on, so that configs without mixup keep their random stream.
+            let mixup = cfg
+                .augment
+                .as_ref()
+                .filter(|a| a.mixup > 0.0)
+                .map(|a| crate::augment::Mixup::draw(chunk.len(), a.mixup, &mut rng));
+            if let Some(m) = &mixup {
+                m.apply(&mut data, per_image);
+            }
             let x = images_tensor(data, chunk.len(), w, h, &device);
             let y = labels_tensor(&labels, &device);
             // One dropout seed per optimizer step: a resumed run draws the same masks.
             let dropout_seed =
                 cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ state.steps_done as u64;
             let logits = model.forward_train(x, dropout_seed);
-            let loss = loss_fn.forward(logits.clone(), y);
+            let loss = match &mixup {
+                None => loss_fn.forward(logits.clone(), y),
+                Some(m) => {
+                    let partners: Vec<usize> = m.partner.iter().map(|&j| labels[j]).collect();
+                    let y2 = labels_tensor(&partners, &device);
+                    loss_fn.forward(logits.clone(), y).mul_scalar(m.weight).add(
+                        loss_fn
+                            .forward(logits.clone(), y2)
+                            .mul_scalar(1.0 - m.weight),
+                    )
+                }
+            };
             let loss_value = tensor_to_vec(loss.clone())?
                 .first()
                 .copied()
