@@ -139,8 +139,20 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
     };
     cfg.train.epochs = 4;
     cfg.train.patience = 10;
-    // The weight window must survive the interruption too.
+    // The weight window must survive the interruption too, and so must the
+    // seeded draws of mixup (partners and weights) with a smoothed loss.
     cfg.train.average_epochs = 3;
+    cfg.train.label_smoothing = 0.05;
+    cfg.augment = Some(leuko::augment::AugmentConfig {
+        flip_horizontal: true,
+        flip_vertical: true,
+        rotation_deg: 0.0,
+        shear: 0.0,
+        brightness: 0.0,
+        contrast: 0.0,
+        colour: 0.0,
+        mixup: 0.4,
+    });
 
     let whole = tempfile::tempdir().unwrap();
     let full = train(&cfg, &ds, &split, &opts(whole.path(), false)).unwrap();
