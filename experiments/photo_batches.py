@@ -2,8 +2,8 @@
 """Two stretches of BCCD (docs/experiments.md, "Where the errors are"): compares the photos numbered
 below CUT with the others on two things that do not depend on any label:
 
-- the size of the annotated leukocyte (side of the VOC `WBC` box, photos with one box not touching
-  the edge) next to the erythrocytes' (median side of the `RBC` boxes not touching the edge), so
+- the size of the annotated leukocyte (longer side of the VOC `WBC` box, photos with one box not
+  touching the edge), also per class of `labels.csv` (single-label rows), next to the erythrocytes' (median side of the `RBC` boxes not touching the edge), so
   that a change of magnification would show as a change of both;
 - the photo's fine detail: the ratio of mean absolute differences between horizontal neighbours
   1 pixel apart and 4 pixels apart in the green channel (higher: more of the photo's contrast at the
@@ -14,6 +14,7 @@ below CUT with the others on two things that do not depend on any label:
 usage: python3 experiments/photo_batches.py [--cut N] [--data DIR]
        (defaults: --cut 150, --data ../shared/data/bccd; leuko: $LEUKO_BIN or target/release/leuko)
 """
+import csv
 import glob
 import os
 import re
@@ -83,7 +84,13 @@ def main() -> None:
             sys.exit(__doc__)
     number = lambda path: int(re.findall(r"(\d+)", os.path.basename(path))[0])  # noqa: E731
     stretch = lambda n: "below" if n < cut else "from"  # noqa: E731
+    labels = {}
+    with open(os.path.join(data, "labels.csv"), newline="") as f:
+        for row in list(csv.reader(f))[1:]:
+            if len(row) >= 3 and row[1].strip().isdigit() and row[2] and "," not in row[2]:
+                labels[int(row[1])] = row[2].strip().lower()
     wbc, rbc = {"below": [], "from": []}, {"below": [], "from": []}
+    by_class = {}
     for path in glob.glob(os.path.join(data, "Annotations", "*.xml")):
         sides = {"WBC": [], "RBC": []}
         for obj in ET.parse(path).findall("object"):
@@ -91,9 +98,12 @@ def main() -> None:
             x0, y0, x1, y1 = (float(box.find(k).text) for k in ("xmin", "ymin", "xmax", "ymax"))
             if name in sides and x0 > 2 and y0 > 2 and x1 < 638 and y1 < 478:
                 sides[name].append(max(x1 - x0, y1 - y0))
-        s = stretch(number(path))
+        n = number(path)
+        s = stretch(n)
         if len(sides["WBC"]) == 1:
             wbc[s].append(sides["WBC"][0])
+            if n in labels:
+                by_class.setdefault(labels[n], {"below": [], "from": []})[s].append(sides["WBC"][0])
         rbc[s] += sides["RBC"]
     photos = sorted(glob.glob(os.path.join(data, "JPEGImages", "*.jpg")))
     detail = {"below": [], "from": []}
@@ -105,11 +115,10 @@ def main() -> None:
             detail[stretch(number(path))].append(fine_detail(path))
     print("medians, with the 10th and 90th percentile in brackets")
     print(f"{'':36}{'photos < ' + str(cut):>28}{'photos >= ' + str(cut):>28}")
-    for what, values in (
-        ("leukocyte box side, px", wbc),
-        ("erythrocyte box side, px", rbc),
-        ("fine detail, 1 px / 4 px", detail),
-    ):
+    rows = [("leukocyte box side, px", wbc)]
+    rows += [(f"  {name}", v) for name, v in sorted(by_class.items()) if min(map(len, v.values())) >= 2]
+    rows += [("erythrocyte box side, px", rbc), ("fine detail, 1 px / 4 px", detail)]
+    for what, values in rows:
         cells = []
         for s in ("below", "from"):
             deciles = statistics.quantiles(values[s], n=10)

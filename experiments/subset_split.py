@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Learning-curve experiment (docs/experiments.md, "How accuracy grows with training photos"):
+"""Learning-curve experiment (docs/experiments.md, "Where the errors are"):
 a split file whose training part keeps only a share of a split's training photos, the same share
 of every class (at least one photo each), drawn with a fixed seed; validation and test parts are
 kept as they are, so every point of the curve is scored on the same photos.
