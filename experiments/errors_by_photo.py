@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Where the errors are (docs/experiments.md, "Where the errors are"): scores trained runs on their
 own test photos with `leuko predict` (the largest leukocyte of each photo, as `leuko evaluate`) and
-breaks the result down by BCCD photo number (BloodImage_n): accuracy on the photos numbered below
-CUT and from CUT on, per run; then, over all runs given, how many test photos in each stretch of
+breaks the result down by BCCD photo number (BloodImage_n): accuracy and Cohen's kappa on the photos
+numbered below CUT and from CUT on, per run; then, over all runs given, how many test photos in each stretch of
 STEP numbers every run got wrong, and those photos.
 
 Each RUN_DIR is a `leuko train --out` folder (split.json, model.leuko), or a model file NAME.leuko
@@ -23,6 +23,15 @@ import subprocess
 import sys
 
 
+def kappa(pairs):
+    """Cohen's kappa of (truth, prediction) pairs."""
+    n = len(pairs)
+    observed = sum(t == p for t, p in pairs) / n
+    truths, preds = collections.Counter(t for t, _ in pairs), collections.Counter(p for _, p in pairs)
+    chance = sum(truths[c] * preds[c] for c in truths) / (n * n)
+    return (observed - chance) / (1 - chance) if chance < 1 else 1.0
+
+
 def main() -> None:
     args = sys.argv[1:]
     opts = {"--cut": "150", "--step": "25", "--data": "../shared/data/bccd"}
@@ -40,6 +49,7 @@ def main() -> None:
     label = {}
     runs_of = collections.Counter()
     wrong_in = collections.Counter()
+    per_stretch = {"below": [], "from": [], "all": []}
     for run in args:
         if run.endswith(".leuko"):
             model, split_file = run, run[: -len(".leuko")] + ".split.json"
@@ -55,25 +65,29 @@ def main() -> None:
         for row in csv.DictReader(io.StringIO(out.stdout)):
             n = int(os.path.basename(row["file"]).split("_")[-1].split(".")[0])
             predicted.setdefault(n, row["class"])  # rows come largest cell first
-        right = collections.Counter()
-        total = collections.Counter()
+        pairs = {"below": [], "from": []}
         for n, lab in split["test"]:
-            part = "below" if n < cut else "from"
-            ok = predicted.get(n) == lab
-            total[part] += 1
-            right[part] += ok
+            pairs["below" if n < cut else "from"].append((lab, predicted.get(n)))
             label[n] = lab
             runs_of[n] += 1
-            wrong_in[n] += not ok
-        cells = [
-            f"{name} {right[p]}/{total[p]} = {right[p] / total[p]:.3f}"
-            for p, name in (("below", f"photos < {cut}"), ("from", f">= {cut}"))
-            if total[p]
-        ]
-        n_all = sum(total.values())
-        print(f"{run}: {'  '.join(cells)}  all {sum(right.values())}/{n_all} = {sum(right.values()) / n_all:.3f}")
+            wrong_in[n] += predicted.get(n) != lab
+        pairs["all"] = pairs["below"] + pairs["from"]
+        cells = []
+        for p, name in (("below", f"photos < {cut}"), ("from", f">= {cut}"), ("all", "all")):
+            if pairs[p]:
+                right = sum(t == q for t, q in pairs[p])
+                cells.append(f"{name} {right}/{len(pairs[p])} = {right / len(pairs[p]):.3f} (kappa {kappa(pairs[p]):.3f})")
+            per_stretch[p] += pairs[p]
+        print(f"{run}: {'  '.join(cells)}")
 
     if len(args) > 1:
+        pooled = []
+        for p, name in (("below", f"photos < {cut}"), ("from", f">= {cut}"), ("all", "all")):
+            if per_stretch[p]:
+                right = sum(t == q for t, q in per_stretch[p])
+                n = len(per_stretch[p])
+                pooled.append(f"{name} {right}/{n} = {right / n:.3f} (kappa {kappa(per_stretch[p]):.3f})")
+        print("pooled over the runs: " + "  ".join(pooled))
         print(f"\nover {len(args)} runs: test photos each run that held them got wrong")
         print("photos     test photos  wrong in every run  wrong in some run")
         top = max(label) + 1
