@@ -32,6 +32,11 @@ def kappa(pairs):
     return (observed - chance) / (1 - chance) if chance < 1 else 1.0
 
 
+def summary(name, pairs):
+    right = sum(t == q for t, q in pairs)
+    return f"{name} {right}/{len(pairs)} = {right / len(pairs):.3f} (kappa {kappa(pairs):.3f})"
+
+
 def main() -> None:
     args = sys.argv[1:]
     opts = {"--cut": "150", "--step": "25", "--data": "../shared/data/bccd"}
@@ -75,8 +80,7 @@ def main() -> None:
         cells = []
         for p, name in (("below", f"photos < {cut}"), ("from", f">= {cut}"), ("all", "all")):
             if pairs[p]:
-                right = sum(t == q for t, q in pairs[p])
-                cells.append(f"{name} {right}/{len(pairs[p])} = {right / len(pairs[p]):.3f} (kappa {kappa(pairs[p]):.3f})")
+                cells.append(summary(name, pairs[p]))
             per_stretch[p] += pairs[p]
         print(f"{run}: {'  '.join(cells)}")
 
@@ -84,9 +88,7 @@ def main() -> None:
         pooled = []
         for p, name in (("below", f"photos < {cut}"), ("from", f">= {cut}"), ("all", "all")):
             if per_stretch[p]:
-                right = sum(t == q for t, q in per_stretch[p])
-                n = len(per_stretch[p])
-                pooled.append(f"{name} {right}/{n} = {right / n:.3f} (kappa {kappa(per_stretch[p]):.3f})")
+                pooled.append(summary(name, per_stretch[p]))
         print("pooled over the runs: " + "  ".join(pooled))
         print(f"\nover {len(args)} runs: test photos each run that held them got wrong")
         print("photos     test photos  wrong in every run  wrong in some run")
