@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Where the errors are (docs/experiments.md, "Where the errors are"): scores trained runs on their
+"""Where the errors are (docs/accuracy.md, "Where the errors are"): scores trained runs on their
 own test photos with `leuko predict` (the largest leukocyte of each photo, as `leuko evaluate`) and
 breaks the result down by BCCD photo number (BloodImage_n): accuracy and Cohen's kappa on the photos
 numbered below CUT and from CUT on, per run; then, over all runs given, how many test photos in each stretch of

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Two stretches of BCCD (docs/experiments.md, "Where the errors are"): compares the photos numbered
+"""Two stretches of BCCD (docs/accuracy.md, "Where the errors are"): compares the photos numbered
 below CUT with the others on two things that do not depend on any label:
 
 - the size of the annotated leukocyte (longer side of the VOC `WBC` box, photos with one box not

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Refit experiment (docs/experiments.md, "Refit on train + validation"): a split file whose training part
+"""Refit experiment (docs/accuracy.md, "Refit on train + validation"): a split file whose training part
 is a split's train + val, so that a network trains on 25% more photos for a fixed number of
 epochs (experiments/final-refit.toml: no early stopping, patience > epochs).
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Learning-curve experiment (docs/experiments.md, "Where the errors are"):
+"""Learning-curve experiment (docs/accuracy.md, "Where the errors are"):
 a split file whose training part keeps only a share of a split's training photos, the same share
 of every class (at least one photo each), drawn with a fixed seed; validation and test parts are
 kept as they are, so every point of the curve is scored on the same photos.
@@ -10,7 +10,7 @@ photos add, not which photos were drawn.
 
 With `--photos LO:HI`, every part (training, validation and test) first keeps only the photos
 numbered LO <= n < HI (BloodImage_n), e.g. to train and test on one stretch of BCCD's photos
-(docs/experiments.md, "Where the errors are").
+(docs/accuracy.md, "Where the errors are").
 
 usage: python3 experiments/subset_split.py SPLIT.json SHARE SEED OUT.json [--photos LO:HI]   (0 < SHARE <= 1)
 """
