@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 rounds=${1:-1}
 source bench/anchor_env.sh
 anchor_setup cv
-cargo build --release --quiet --bin bench_isolate
+cargo build --release --quiet --example bench_isolate
 ours=(); theirs=(); ours_dec=(); theirs_dec=()
 for r in $(seq "$rounds"); do
-  o=$(target/release/bench_isolate --data "$BCCD_DIR" --repeats 3 --json)
+  o=$(target/release/examples/bench_isolate --data "$BCCD_DIR" --repeats 3 --json)
   echo "leuko  round $r: $o"
   ours+=("$(echo "$o" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["ms_per_image_median"])')")
   ours_dec+=("$(echo "$o" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["decode_only_ms_median"])')")

@@ -13,7 +13,7 @@ seconds=${2:-30}
 photo=../shared/data/bccd/JPEGImages/${3:-BloodImage_00000.jpg}
 bin=${LEUKO_BIN_DIR:-target/release}
 if [ -z "${LEUKO_BIN_DIR:-}" ]; then
-  cargo build --release --quiet --bin leuko --bin load_serve
+  cargo build --release --quiet --bin leuko --example load_serve
 fi
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 log=$(mktemp)
@@ -27,5 +27,5 @@ for _ in $(seq 100); do
 done
 echo "server: $(head -1 "$log") (pid $pid, $(nproc) cores)"
 echo "server idle: $(grep VmRSS /proc/$pid/status | tr -s ' \t' ' ')"
-"$bin/load_serve" --addr "127.0.0.1:$port" --file "$photo" --clients "$clients" --seconds "$seconds"
+"$bin/examples/load_serve" --addr "127.0.0.1:$port" --file "$photo" --clients "$clients" --seconds "$seconds"
 echo "server peak: $(grep VmHWM /proc/$pid/status | tr -s ' \t' ' ')"

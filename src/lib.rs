@@ -12,6 +12,7 @@ pub mod data;
 pub mod error;
 pub mod fsutil;
 pub mod imageio;
+pub mod infer;
 pub mod isolate;
 pub mod metrics;
 pub mod model;

@@ -7,10 +7,10 @@
 
 use crate::data::ClassLabel;
 use crate::error::{LeukoError, Result};
+use crate::infer::{Prior, Views, DEFAULT_REVIEW_THRESHOLD};
 use crate::isolate::{CropConfig, IsolationConfig, LeukocyteBox};
 use crate::model::file::{model_from_bytes, ModelMeta};
 use crate::model::LeukoNet;
-use crate::train::{Prior, Views};
 use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
@@ -24,9 +24,6 @@ pub static EMBEDDED_MODEL: &[u8] = include_bytes!("../models/default.leuko");
 
 /// The split the default model was trained on (its test part gives the README's figures).
 pub static EMBEDDED_SPLIT: &str = include_str!("../models/default.split.json");
-
-/// Confidence threshold used when a model file records none.
-pub const DEFAULT_REVIEW_THRESHOLD: f32 = 0.7;
 
 /// Why a cell is flagged for review.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -272,9 +269,9 @@ impl Classifier {
         let mut probs = if refs.is_empty() {
             Vec::new()
         } else {
-            crate::train::predict_probs_valid(&self.model, &refs, 32, self.views)?
+            crate::infer::predict_probs_valid(&self.model, &refs, 32, self.views)?
         };
-        crate::train::apply_prior(&mut probs, self.prior.as_deref());
+        crate::infer::apply_prior(&mut probs, self.prior.as_deref());
         let times = StageTimes {
             isolate_ms: (t1 - t0).as_secs_f64() * 1e3,
             network_ms: t1.elapsed().as_secs_f64() * 1e3,
@@ -385,46 +382,6 @@ fn walk_photos(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, Str
     }
 }
 
-/// The confidence threshold below which predictions are flagged, chosen on
-/// validation predictions: the smallest threshold at which the cells kept
-/// (confidence at or above it) are at least `target_accuracy` correct, while
-/// flagging at most `max_flagged` of the cells. When the target cannot be
-/// reached within that budget, the threshold flags exactly the budget.
-/// `None` without validation predictions.
-pub fn choose_review_threshold(
-    confidences_and_correct: &[(f32, bool)],
-    target_accuracy: f64,
-    max_flagged: f64,
-) -> Option<f32> {
-    if confidences_and_correct.is_empty() {
-        return None;
-    }
-    let mut v = confidences_and_correct.to_vec();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let n = v.len();
-    let budget = ((max_flagged * n as f64).floor() as usize).min(n - 1);
-    // Flag the `f` least confident; keep the rest.
-    for f in 0..=budget {
-        let kept = &v[f..];
-        let correct = kept.iter().filter(|x| x.1).count();
-        if correct as f64 >= target_accuracy * kept.len() as f64 {
-            return Some(if f == 0 {
-                0.0
-            } else {
-                midpoint(v[f - 1].0, v[f].0)
-            });
-        }
-    }
-    if budget == 0 {
-        return Some(0.0);
-    }
-    Some(midpoint(v[budget - 1].0, v[budget].0))
-}
-
-fn midpoint(a: f32, b: f32) -> f32 {
-    (a + b) / 2.0
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -471,30 +428,5 @@ mod tests {
             r.reasons(&bx(300, 200, 340, 240), 640, 480, 0.95),
             vec![ReviewReason::UnusualSize]
         );
-    }
-
-    #[test]
-    fn threshold_flags_least_confident_errors() {
-        // Errors at low confidence: the threshold sits just above them.
-        let v = vec![
-            (0.40, false),
-            (0.55, false),
-            (0.60, true),
-            (0.80, true),
-            (0.90, true),
-            (0.95, true),
-            (0.97, true),
-            (0.99, true),
-        ];
-        let t = choose_review_threshold(&v, 0.95, 0.5).unwrap();
-        assert!((t - 0.575).abs() < 1e-6, "{t}");
-        // Everything right: nothing flagged.
-        let all: Vec<_> = v.iter().map(|x| (x.0, true)).collect();
-        assert_eq!(choose_review_threshold(&all, 0.95, 0.5), Some(0.0));
-        // Unreachable target: the budget (25% = 2 cells) is flagged.
-        let bad: Vec<_> = v.iter().map(|x| (x.0, false)).collect();
-        let t = choose_review_threshold(&bad, 0.95, 0.25).unwrap();
-        assert!((t - 0.575).abs() < 1e-6, "{t}");
-        assert_eq!(choose_review_threshold(&[], 0.95, 0.25), None);
     }
 }

@@ -37,13 +37,13 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
     );
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
     // As `predict` classifies: the training frequencies recorded in the model as prior.
-    let prior = leuko::train::Prior::Data.weights(&meta);
+    let prior = leuko::infer::Prior::Data.weights(&meta);
     assert!(
         prior.is_some(),
         "the final stage oversamples: a prior is recorded"
     );
     let (_, preds, _) =
-        leuko::train::evaluate_set(&model, &test, 64, leuko::train::Views::Single, prior).unwrap();
+        leuko::infer::evaluate_set(&model, &test, 64, leuko::infer::Views::Single, prior).unwrap();
     let m = Metrics::compute(&meta.classes, &test.labels, &preds);
     let line = format!(
         "Default model on its test split: accuracy {:.3}, kappa {:.3}, macro F1 {:.3} ({} photos).",
@@ -61,7 +61,7 @@ fn embedded_model_loads_for_prediction_with_a_review_threshold() {
         .review_threshold
         .expect("threshold chosen on validation data");
     assert!(
-        (leuko::train::MIN_REVIEW_THRESHOLD..1.0).contains(&t),
+        (leuko::infer::MIN_REVIEW_THRESHOLD..1.0).contains(&t),
         "{t}"
     );
     let prior = c

@@ -246,7 +246,7 @@ fn eval_mode_agrees_with_train_mode_after_training() {
         .collect();
     let train_mode: Vec<usize> = train_logits.chunks(4).map(argmax).collect();
     let eval_mode: Vec<usize> =
-        leuko::train::predict_probs(&model, &refs, 8, leuko::train::Views::Single)
+        leuko::infer::predict_probs(&model, &refs, 8, leuko::infer::Views::Single)
             .unwrap()
             .iter()
             .map(|p| argmax(p))
@@ -315,12 +315,12 @@ fn dihedral_views_average_the_eight_flips_and_rotations() {
     ];
     let refs: Vec<&image::RgbImage> = views.iter().collect();
     let single =
-        leuko::train::predict_probs(&model, &refs, 8, leuko::train::Views::Single).unwrap();
+        leuko::infer::predict_probs(&model, &refs, 8, leuko::infer::Views::Single).unwrap();
     let mean: Vec<f32> = (0..4)
         .map(|k| single.iter().map(|p| p[k]).sum::<f32>() / 8.0)
         .collect();
     let tta =
-        leuko::train::predict_probs(&model, &[&img], 8, leuko::train::Views::Dihedral).unwrap();
+        leuko::infer::predict_probs(&model, &[&img], 8, leuko::infer::Views::Dihedral).unwrap();
     assert_eq!(tta.len(), 1);
     for (a, b) in tta[0].iter().zip(&mean) {
         assert!(

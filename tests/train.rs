@@ -108,11 +108,11 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
         );
     }
     let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
-    let (_, preds, _) = leuko::train::evaluate_set(
+    let (_, preds, _) = leuko::infer::evaluate_set(
         &model,
         &test,
         64,
-        leuko::train::Views::Single,
+        leuko::infer::Views::Single,
         meta.class_prior.as_deref(),
     )
     .unwrap();

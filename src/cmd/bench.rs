@@ -2,7 +2,7 @@
 
 use super::{DataArgs, Format};
 use leuko::data::{ClassSet, DataDir, Dataset};
-use leuko::model::fastconv::Algorithm;
+use leuko_kernels::conv::Algorithm;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,7 +116,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<ExitCode> {
                     println!(
                         "leuko train step, net {:?}, input {:?}, {} threads, {} 3x3 convolutions: {:.1} ms/step (median of {}), {:.1} images/s, {:.1} GFLOP/s = {:.0}% of {:.0} GFLOP/s fp32 peak ({} cores x {} FLOP/cycle x {:.2} GHz, clock from {})",
                         r.net, r.input, r.threads, r.conv, r.ms_per_step_median, r.steps, r.images_per_s, r.gflops, 100.0 * r.share_of_peak, r.peak_gflops,
-                        r.threads, leuko::bench::FLOP_PER_CYCLE, r.clock_ghz, r.clock_source
+                        r.threads, leuko_kernels::peak::FLOP_PER_CYCLE, r.clock_ghz, r.clock_source
                     );
                     if let (Some(m), Some(share)) =
                         (r.measured_peak_gflops, r.share_of_measured_peak)

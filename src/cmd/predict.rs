@@ -54,12 +54,12 @@ pub struct ClassifyArgs {
     /// `dihedral`: average each cell's probabilities over its 8 flips and 90°
     /// rotations (test-time augmentation; the network's part costs 8x).
     #[arg(long, value_enum, default_value_t)]
-    pub views: leuko::train::Views,
+    pub views: leuko::infer::Views,
     /// `data` (default): weight each cell's probabilities by the training
     /// photos' class frequencies recorded in the model; `flat`: every type
     /// equally likely a priori (more rare-type calls, more false ones).
     #[arg(long, value_enum, default_value_t)]
-    pub prior: leuko::train::Prior,
+    pub prior: leuko::infer::Prior,
     /// The photos' magnification relative to BCCD's, 0.25 to 4: how many times as large the
     /// cells are as in a BCCD photo of the same size (e.g. 2 for a 2x stronger objective at the
     /// same camera resolution). Leukocytes are looked for at BCCD's scale; boxes stay in the

@@ -139,12 +139,12 @@ pub struct EvaluateArgs {
     /// `dihedral`: average each cell's probabilities over its 8 flips and
     /// 90° rotations (test-time augmentation, 8x slower).
     #[arg(long, value_enum, default_value_t)]
-    pub views: leuko::train::Views,
+    pub views: leuko::infer::Views,
     /// `data`: weight the probabilities by the training photos' class
     /// frequencies recorded in the model (what `predict` does); `flat`: every
     /// type equally likely a priori (the balanced network's raw outputs).
     #[arg(long, value_enum, default_value_t)]
-    pub prior: leuko::train::Prior,
+    pub prior: leuko::infer::Prior,
     /// Multiply every photo's red, green and blue by these factors before
     /// anything else (e.g. `1.08,1,0.85`, a warmer lamp): a robustness check of
     /// how the model would fare on the same smears under another microscope.
@@ -265,7 +265,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let mut summed: Vec<Vec<f32>> = Vec::new();
     for (model, member, _) in &models {
         let (_, _, probs) =
-            leuko::train::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
+            leuko::infer::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
         if summed.is_empty() {
             summed = probs;
         } else {
@@ -274,7 +274,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let preds: Vec<usize> = summed.iter().map(|p| leuko::train::argmax(p)).collect();
+    let preds: Vec<usize> = summed.iter().map(|p| leuko::infer::argmax(p)).collect();
     let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
     if let Some(path) = &a.errors {
         let tiles = leuko::train::plots::error_tiles(&set, &meta.classes, &preds, |i| {
@@ -295,12 +295,12 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&m)?),
         Format::Table => {
             let views = match a.views {
-                leuko::train::Views::Single => "single view",
-                leuko::train::Views::Dihedral => "8 dihedral views",
+                leuko::infer::Views::Single => "single view",
+                leuko::infer::Views::Dihedral => "8 dihedral views",
             };
             let prior = match (a.prior, meta.class_prior.is_some()) {
-                (leuko::train::Prior::Data, true) => "training class frequencies as prior",
-                (leuko::train::Prior::Flat, true) => "flat prior",
+                (leuko::infer::Prior::Data, true) => "training class frequencies as prior",
+                (leuko::infer::Prior::Flat, true) => "flat prior",
                 (_, false) => "outputs as trained",
             };
             let cast = match a.colour_cast {

@@ -38,7 +38,7 @@ pub struct ModelMeta {
     pub review_threshold: Option<f32>,
     /// Class frequencies of the training part (in `classes` order) when the
     /// network was trained on an oversampled, balanced set; its outputs are
-    /// re-weighted by them at prediction time (see [`crate::train::Prior`]).
+    /// re-weighted by them at prediction time (see [`crate::infer::Prior`]).
     /// `None`: the outputs already carry the training frequencies.
     #[serde(default)]
     pub class_prior: Option<Vec<f32>>,

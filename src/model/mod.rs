@@ -8,9 +8,9 @@
 //! Layers are initialised as in the Keras twin (Glorot-uniform kernels, zero biases),
 //! so the two can be compared on equal terms.
 
-pub mod fastconv;
-pub mod fastops;
 pub mod file;
+
+use leuko_kernels::{conv as fastconv, ops as fastops};
 
 use burn::module::{Module, Param};
 use burn::nn::conv::{Conv2d, Conv2dConfig};

@@ -1,8 +1,8 @@
-//! `leuko::model::fastops` against burn's stock layers: forward values and gradients on the
+//! `leuko_kernels::ops` against burn's stock layers: forward values and gradients on the
 //! autodiff device, and the dropout mask's statistics and reproducibility.
 
 use burn::tensor::{Device, Tensor, TensorData};
-use leuko::model::fastops::{
+use leuko_kernels::ops::{
     add_relu_pool, batch_norm_add_relu_pool_train, batch_norm_eval, batch_norm_train, is_fast_path,
     relu_dropout,
 };

@@ -3,12 +3,12 @@
 //! the add + ReLU + pool are one step ([`batch_norm_add_relu_pool_train`]), whose batch norm
 //! output never reaches memory.
 //!
-//! With [`super::fastconv`] making the convolutions fast, burn-flex's generic versions of these
+//! With [`crate::conv`] making the convolutions fast, burn-flex's generic versions of these
 //! layers took most of a training step (measured with `perf`): batch norm's statistics go
 //! through channel transposes (`swap_dims` + copy), dropout draws its mask from a general
 //! random generator one element at a time, and add / ReLU / pool are separate passes, each with
 //! its own autodiff node. Here each is one pass forward and one pass backward over `NCHW` data,
-//! through the same backend-extension route as `fastconv` (flex and `flex().autodiff()`; other
+//! through the same backend-extension route as [`crate::conv`] (flex and `flex().autodiff()`; other
 //! devices run burn's stock ops, with the same semantics).
 //!
 //! Dropout masks come from a counter-based hash of `(seed, element index)`, so a training step
@@ -219,7 +219,7 @@ pub trait FastOpsBackend: Backend {
     ) -> FloatTensor<Self>;
 }
 
-use super::fastconv::{contiguous, f32s, from_vec, output_buffer, FlexTensor};
+use crate::flex::{contiguous, f32s, from_vec, output_buffer, FlexTensor};
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
 impl FastOpsBackend for Flex {
@@ -641,7 +641,7 @@ fn bn_backward(
 /// code with blends for their `if`s. Compiled for x86-64's baseline instead, the ReLU gradient
 /// and the pooling windows came out as scalar code with a branch per element, mispredicted on
 /// about every other ReLU sign: the ReLU + dropout gradient alone took 9% of a training step
-/// (perf, session 11). AVX2 only, not FMA: every product and sum rounds as written, so results
+/// (perf). AVX2 only, not FMA: every product and sum rounds as written, so results
 /// do not depend on the path taken.
 macro_rules! avx2_when_available {
     (fn $name:ident = $kernel:ident ($($a:ident: $t:ty),* $(,)?)) => {
@@ -771,7 +771,7 @@ fn relu_dropout_fwd(x: &FlexTensor, p: f64, seed: u64) -> FlexTensor {
 
 /// [`relu`] followed by dropout with probability `p` (`0 ≤ p < 1`) and the masks of `seed`, as
 /// one elementwise function: what a convolution applies to its output rows as they are written
-/// (see `fastconv::conv2d_relu_dropout`), the same values as [`relu_dropout`] computes.
+/// (see `crate::conv::conv2d_relu_dropout`), the same values as [`relu_dropout`] computes.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ReluDropout {
     p: f64,

@@ -5,7 +5,7 @@
 //! gradient) is written in place, with the tensor's plane stride `h * w`, and the weight and bias
 //! gradients read the output gradient and the input in place, instead of going through
 //! zero-padded band copies as the 3x3 kernels must: on the 128x128 first block the band path
-//! made two extra passes over a 32 MiB tensor per convolution (perf, session 11: `memcpy` was 6%
+//! made two extra passes over a 32 MiB tensor per convolution (perf: `memcpy` was 6%
 //! of a training step). Only the forward blocks' input is still copied, one group of positions
 //! at a time, because reading all input planes at once is more streams than the prefetchers
 //! follow.

@@ -52,26 +52,24 @@
 //! only their result tensors (advised onto transparent huge pages: see
 //! `kernels::output_buffer`).
 //!
-//! Measured with `cargo run --release --bin bench_conv` (2-core AVX2 EPYC, batch 32, direct
-//! kernels, before Winograd): forward plus backward of all the classifier's convolutions 5.5-6x
-//! faster than burn-flex's, at about 70 % of the machine's fp32 peak. Winograd made a whole
-//! training step about 15 % faster again on the 2-core Zen 4 machine of session 9
-//! (docs/training-speed.md).
+//! `cargo bench -p leuko-kernels` times forward plus backward of every convolution of the
+//! classifier against burn-flex's own (docs/performance.md has the figures).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
-use burn::backend::ops::{FloatTensorOps, ModuleOps};
+use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{
     backend_extension, Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
 };
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 
-use super::fastops::{FastOpsBackend, ReluDropout};
+use crate::flex::{contiguous, f32s, from_vec, FlexTensor};
+use crate::ops::{FastOpsBackend, ReluDropout};
 
 /// Applies a 2-D convolution: stride 1, dilation 1, one group, square kernel, symmetric zero
 /// padding `padding`.
@@ -114,7 +112,7 @@ pub fn conv2d(
     Tensor::from_dispatch(out)
 }
 
-/// `fastops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed)`: the same values
+/// `crate::ops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed)`: the same values
 /// and gradients, in one step. The fast kernels apply the ReLU and dropout to each task's output
 /// rows while they are still in cache, instead of a separate pass that re-reads and re-writes
 /// the whole output (on the first block of a batch of 32, 64 MiB of memory traffic each way).
@@ -133,7 +131,7 @@ pub fn conv2d_relu_dropout(
         && ReluDropout::new(p, seed).is_some()
         && ConvShape::from_dims(x.dims(), weight.dims(), Some(bias.dims()[0]), padding).is_some();
     if !fast {
-        return super::fastops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed);
+        return crate::ops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed);
     }
     Tensor::from_dispatch(<Dispatch as FastConvBackend>::fast_conv2d_relu_dropout(
         x.into_dispatch(),
@@ -519,7 +517,7 @@ impl Backward<Flex, 3> for ConvReluDropout {
         let [node_x, node_w, node_b] = ops.parents;
         let grad = grads.consume::<Flex>(&ops.node);
         let (conv, out, scale) = ops.state;
-        let grad = super::fastops::relu_dropout_backward(out, grad, scale);
+        let grad = crate::ops::relu_dropout_backward(out, grad, scale);
         let (dx, dw, db) = backward_grads(
             conv,
             grad,
@@ -534,9 +532,6 @@ impl Backward<Flex, 3> for ConvReluDropout {
     }
 }
 
-/// The flex primitive behind `FloatTensor<Flex>`.
-pub(super) type FlexTensor = FloatTensor<Flex>;
-
 /// Gradients w.r.t. `x`, `weight` and bias for the output gradient `grad`; `need` says which of
 /// the three the graph asks for, the others come back `None` and cost nothing.
 fn backward_grads(
@@ -550,7 +545,7 @@ fn backward_grads(
     let grad = contiguous(grad);
     let Some(shape) = flex_shape(&x, &weight, None, padding) else {
         // The forward pass only registers this step for shapes `flex_shape` accepted.
-        unreachable!("fastconv: backward registered for an unsupported convolution");
+        unreachable!("leuko-kernels: backward registered for an unsupported convolution");
     };
     let grads = kernels::backward(
         f32s(&x),
@@ -594,26 +589,6 @@ fn flex_shape(
         bias_len,
         padding,
     )
-}
-
-/// `t` with a dense row-major buffer (a no-op for the usual, already contiguous tensors).
-pub(super) fn contiguous(t: FlexTensor) -> FlexTensor {
-    if t.as_slice::<f32>().is_some() {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// The elements of a contiguous `f32` tensor, without copying.
-pub(super) fn f32s(t: &FlexTensor) -> &[f32] {
-    t.as_slice::<f32>()
-        .expect("flex kernels: tensor made contiguous f32 before reading")
-}
-
-/// Wraps a kernel result as a flex tensor without copying it.
-pub(super) fn from_vec(values: Vec<f32>, dims: Vec<usize>) -> FlexTensor {
-    Flex::float_from_data(TensorData::new(values, dims), &Default::default())
 }
 
 /// Sizes of a convolution the kernels support: stride 1, dilation 1, one group,
@@ -666,4 +641,3 @@ impl ConvShape {
 }
 
 mod kernels;
-pub(super) use kernels::output_buffer;

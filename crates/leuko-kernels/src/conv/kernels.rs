@@ -34,6 +34,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::ConvShape;
+pub(crate) use crate::flex::output_buffer;
 
 /// Output channels per register block.
 const MO: usize = 4;
@@ -199,9 +200,9 @@ impl Geometry {
 /// A band of one channel is a few kilobytes, contiguous, and the next channel's lies a whole
 /// plane away: the hardware prefetchers had just ramped up when each band ended, so the first
 /// read of every input row waited on memory (in the Winograd transforms 10% of a training step,
-/// perf, session 11). Prefetches change no value. One row at a time, spread over the work:
+/// perf). Prefetches change no value. One row at a time, spread over the work:
 /// a whole band's prefetches at once filled the core's miss buffers and the prefetch
-/// instructions themselves stalled (2% of a step, perf annotate, session 12).
+/// instructions themselves stalled (2% of a step, perf annotate).
 #[inline(always)]
 fn prefetch(img: &[f32], rows: core::ops::Range<usize>, w: usize) {
     #[cfg(target_arch = "x86_64")]
@@ -218,35 +219,6 @@ fn prefetch(img: &[f32], rows: core::ops::Range<usize>, w: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (img, rows, w);
-}
-
-/// An empty buffer with capacity for `len` floats, for a result tensor that the caller fills
-/// completely before `set_len`.
-///
-/// Left uninitialised because zeroing it would be a wasted pass over tens of megabytes (when the
-/// allocator reuses memory; fresh pages are zeroed by the kernel anyway). Fresh multi-megabyte
-/// buffers come straight from `mmap`, and first-touching them 4 KiB page by page cost as much
-/// as the convolution itself on the 128x128 layers (one 32 MiB output is 8192 page faults).
-/// Where transparent huge pages are on `madvise` (the default of many distributions), advising
-/// the buffer cuts that to a few dozen 2 MiB faults. Best effort: failures only cost speed.
-pub(in crate::model) fn output_buffer(len: usize) -> Vec<f32> {
-    let buf = Vec::<f32>::with_capacity(len);
-    #[cfg(target_os = "linux")]
-    {
-        const HUGE: usize = 2 << 20;
-        let start = buf.as_ptr() as usize;
-        let end = start + len * core::mem::size_of::<f32>();
-        let first = start.next_multiple_of(HUGE);
-        if end >= first + HUGE {
-            let advised = (end - first) / HUGE * HUGE;
-            // SAFETY: `first .. first + advised` lies inside `buf`'s allocation; MADV_HUGEPAGE
-            // only changes how the kernel backs those pages, never their contents.
-            unsafe {
-                libc::madvise(first as *mut libc::c_void, advised, libc::MADV_HUGEPAGE);
-            }
-        }
-    }
-    buf
 }
 
 /// Per-thread scratch buffers, reused across tasks and calls so that steady-state training
@@ -1082,7 +1054,7 @@ mod avx {
         _y: *mut f32,
         _out_stride: usize,
     ) {
-        unreachable!("fastconv kernels need x86-64 AVX2")
+        unreachable!("leuko-kernels: the kernels need x86-64 AVX2")
     }
 
     pub(super) unsafe fn conv1_strip(
@@ -1094,11 +1066,11 @@ mod avx {
         _y: *mut f32,
         _out_stride: usize,
     ) {
-        unreachable!("fastconv kernels need x86-64 AVX2")
+        unreachable!("leuko-kernels: the kernels need x86-64 AVX2")
     }
 
     pub(super) unsafe fn sum(_v: *const f32, _nvec: usize) -> f32 {
-        unreachable!("fastconv kernels need x86-64 AVX2")
+        unreachable!("leuko-kernels: the kernels need x86-64 AVX2")
     }
 
     pub(super) unsafe fn dot_block(
@@ -1109,6 +1081,6 @@ mod avx {
         _nvec: usize,
         _acc: *mut f32,
     ) {
-        unreachable!("fastconv kernels need x86-64 AVX2")
+        unreachable!("leuko-kernels: the kernels need x86-64 AVX2")
     }
 }

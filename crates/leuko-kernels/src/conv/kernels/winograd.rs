@@ -425,7 +425,7 @@ mod simd {
     //! The tile functions are `#[inline(always)]` rather than `#[target_feature]`: they run 8
     //! tiles per call inside the transforms, which are compiled for AVX2 themselves, and as
     //! separate functions the calls' register saves and restores took about a fifth of their
-    //! time (perf annotate, session 12). Inlined there, their intrinsics compile for AVX2 too.
+    //! time (perf annotate). Inlined there, their intrinsics compile for AVX2 too.
 
     use core::arch::x86_64::*;
 

@@ -1,8 +1,8 @@
-//! Benchmarks `leuko::model::fastconv::conv2d` against burn's stock `conv2d` on every
+//! Benchmarks `leuko_kernels::conv::conv2d` against burn's stock `conv2d` on every
 //! convolution shape of the classifier, forward alone and forward + backward.
 //!
 //! ```text
-//! cargo run --release --bin bench_conv [-- --runs 7 --batch 32 --net final|baseline|both
+//! cargo bench -p leuko-kernels --bench conv [-- --runs 7 --batch 32 --net final|baseline|both
 //!                                          --only "b0 conv2" --no-stock --malloc-tuned --cpu-clock
 //!                                          --direct]
 //! ```
@@ -23,7 +23,7 @@ use anyhow::{bail, Context, Result};
 use burn::tensor::module::conv2d as stock_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Distribution, Tensor};
-use leuko::model::fastconv;
+use leuko_kernels::conv;
 
 /// One convolution of the network: name, input channels, output channels, height, width,
 /// kernel size, and whether its input needs a gradient.
@@ -402,8 +402,8 @@ fn run(args: &Args) -> Result<()> {
     );
     // fp32 peak of the pool's cores at this machine's nominal clock.
     let threads = rayon::current_num_threads();
-    let (ghz, clock_source) = leuko::bench::nominal_ghz();
-    let peak = threads as f64 * leuko::bench::FLOP_PER_CYCLE * ghz;
+    let (ghz, clock_source) = leuko_kernels::peak::nominal_ghz();
+    let peak = threads as f64 * leuko_kernels::peak::FLOP_PER_CYCLE * ghz;
     println!(
         "all convolutions, forward + backward: stock {:.1} img/s, fast {:.1} img/s \
          ({:.0}% of {peak:.0} GFLOP/s fp32 peak: {threads} cores x {} FLOP/cycle x {ghz:.2} GHz, \
@@ -411,9 +411,9 @@ fn run(args: &Args) -> Result<()> {
         n as f64 / (sf + sb) * 1e3,
         n as f64 / (ff + fb) * 1e3,
         (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / peak * 100.0,
-        leuko::bench::FLOP_PER_CYCLE,
+        leuko_kernels::peak::FLOP_PER_CYCLE,
     );
-    if let Some(measured) = leuko::bench::measured_fma_gflops() {
+    if let Some(measured) = leuko_kernels::peak::measured_fma_gflops() {
         println!(
             "  = {:.0}% of {measured:.0} GFLOP/s measured by an FMA loop on the same {threads} threads",
             (flops_fwd + flops_bwd) / (ff + fb) / 1e6 / measured * 100.0

@@ -5,7 +5,7 @@
 //! handles eight pooling windows per step (the even and odd columns of two input rows split with
 //! two shuffles, the winner chosen with compares and blends). Left to the auto-vectoriser, the
 //! interleaved columns and the "first strict maximum" rule came out as scalar code with
-//! branches: the backward pass alone took 5% of a training step (perf, session 11). Both paths
+//! branches: the backward pass alone took 5% of a training step (perf). Both paths
 //! compute the same additions and comparisons, so they give the same bits.
 
 use std::mem::MaybeUninit;

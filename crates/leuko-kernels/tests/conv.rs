@@ -1,4 +1,4 @@
-//! `leuko::model::fastconv::conv2d` against burn's stock `conv2d`: forward values, gradients on
+//! `leuko_kernels::conv::conv2d` against burn's stock `conv2d`: forward values, gradients on
 //! the autodiff device, the fallback path, and one optimiser step through it.
 
 use burn::module::{Module, Param};
@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::module::conv2d as stock_conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor, TensorData};
-use leuko::model::fastconv::{conv2d, is_fast_path, with_algorithm, Algorithm};
+use leuko_kernels::conv::{conv2d, is_fast_path, with_algorithm, Algorithm};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -174,7 +174,7 @@ fn the_algorithm_switch_changes_the_kernels_of_wide_3x3_layers_only() {
         );
     }
     // The choice is scoped: the default is back afterwards.
-    assert_eq!(leuko::model::fastconv::algorithm(), Algorithm::Winograd);
+    assert_eq!(leuko_kernels::conv::algorithm(), Algorithm::Winograd);
 }
 
 #[test]
@@ -397,8 +397,8 @@ fn one_adam_step_lowers_the_loss() {
 
 #[test]
 fn fused_relu_dropout_equals_the_separate_ops_bit_for_bit() {
-    use leuko::model::fastconv::conv2d_relu_dropout;
-    use leuko::model::fastops::relu_dropout;
+    use leuko_kernels::conv::conv2d_relu_dropout;
+    use leuko_kernels::ops::relu_dropout;
     // The direct kernels (3 input channels), Winograd (16 in, 16 out) with several bands and an
     // odd size, and a 1x1 convolution (the epilogue as a separate pass); with and without
     // dropout.
