@@ -1,8 +1,8 @@
 //! Throughput benchmarks printed by `leuko bench` (figures, not tests).
 
 use crate::model::NetConfig;
+use crate::preprocess::{images_tensor, labels_tensor};
 use crate::split::rng_for;
-use crate::tensors::{images_tensor, labels_tensor};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use leuko_kernels::conv::Algorithm;

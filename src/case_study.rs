@@ -465,7 +465,7 @@ mod tests {
         );
 
         dir.create().unwrap();
-        std::fs::write(dir.config(), cfg.to_toml()).unwrap();
+        std::fs::write(dir.config(), cfg.to_toml().unwrap()).unwrap();
         split.write(&dir.split()).unwrap();
         assert_eq!(
             earlier_run(&dir, &label, &cfg, &split).unwrap(),

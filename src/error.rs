@@ -11,10 +11,11 @@ pub enum LeukoError {
     #[error("{0}")]
     DataNotFound(String),
 
+    /// The OS error is part of the message and not also a `source`: error chains printed with
+    /// `{:#}` would otherwise say it twice.
     #[error("{path}: {source}")]
     Io {
         path: PathBuf,
-        #[source]
         source: std::io::Error,
     },
 

@@ -5,7 +5,7 @@
 use crate::error::{LeukoError, Result};
 use crate::model::file::ModelMeta;
 use crate::model::LeukoNet;
-use crate::tensors::{images_tensor, plain_batch, InputSet};
+use crate::preprocess::{images_tensor, plain_batch, InputSet};
 use burn::module::Module;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};

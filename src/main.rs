@@ -64,7 +64,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::from(1)
+            let code = if e.downcast_ref::<cmd::NoPhotos>().is_some() {
+                2
+            } else {
+                1
+            };
+            ExitCode::from(code)
         }
     }
 }

@@ -15,7 +15,7 @@ use burn::module::Module;
 use burn::tensor::Device;
 use image::RgbImage;
 use serde::Serialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 /// The default model, trained by the command in the README and embedded so
@@ -178,8 +178,8 @@ impl Classifier {
         let prior = Prior::Data.weights(&meta).map(<[f32]>::to_vec);
         Ok(Classifier {
             model: model.valid(),
+            isolation: meta.isolation.clone(),
             meta,
-            isolation: IsolationConfig::default(),
             crop,
             rules,
             views: Views::Single,
@@ -226,7 +226,7 @@ impl Classifier {
     /// the same size, e.g. 2 for cells twice as wide as BCCD's): the isolation runs on each
     /// photo resized by `1 / m` ([`crate::isolate::isolate_at`]) and the unusual-size review
     /// rule judges boxes at that scale; boxes stay in the photo's own pixels. Default 1.
-    pub fn set_magnification(&mut self, m: crate::tensors::Magnification) {
+    pub fn set_magnification(&mut self, m: crate::preprocess::Magnification) {
         self.magnification = m.0;
     }
 
@@ -263,7 +263,7 @@ impl Classifier {
             .iter()
             .map(|b| crate::isolate::crop(photo, b, &self.crop))
             .collect();
-        crate::tensors::finish_inputs(photo, &self.meta.input, &mut crops, true);
+        crate::preprocess::finish_inputs(photo, &self.meta.input, &mut crops, true);
         let t1 = Instant::now();
         let refs: Vec<&RgbImage> = crops.iter().collect();
         let mut probs = if refs.is_empty() {
@@ -332,54 +332,6 @@ pub struct StageTimes {
     pub isolate_ms: f64,
     /// The network on all crops of the photo (one batch), softmax included.
     pub network_ms: f64,
-}
-
-/// The photos named by command-line inputs, in order: a file is taken as it
-/// is (so a wrongly named one is still tried and reported), a folder is
-/// walked recursively for files with an image extension
-/// ([`crate::imageio::has_image_extension`]) and its photos sorted by path.
-/// An input that does not exist, or a folder that cannot be listed, is an
-/// `Err((path, reason))` in its place.
-pub fn collect_photos(inputs: &[PathBuf]) -> Vec<std::result::Result<PathBuf, (PathBuf, String)>> {
-    let mut out = Vec::new();
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            let mut bad = Vec::new();
-            walk_photos(input, &mut found, &mut bad);
-            found.sort();
-            out.extend(found.into_iter().map(Ok));
-            out.extend(bad.into_iter().map(Err));
-        } else if input.exists() {
-            out.push(Ok(input.clone()));
-        } else {
-            out.push(Err((input.clone(), "no such file or folder".to_string())));
-        }
-    }
-    out
-}
-
-fn walk_photos(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, String)>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            bad.push((dir.to_path_buf(), format!("cannot list the folder: {e}")));
-            return;
-        }
-    };
-    for entry in entries {
-        match entry {
-            Ok(e) => {
-                let path = e.path();
-                if path.is_dir() {
-                    walk_photos(&path, found, bad);
-                } else if crate::imageio::has_image_extension(&path) {
-                    found.push(path);
-                }
-            }
-            Err(e) => bad.push((dir.to_path_buf(), format!("cannot list the folder: {e}"))),
-        }
-    }
 }
 
 #[cfg(test)]

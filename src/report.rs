@@ -6,18 +6,20 @@
 //! CSV columns (one row per leukocyte, photos in input order, cells largest first):
 //!
 //! ```text
-//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review
+//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons
 //! ```
 //!
 //! The `p_` columns follow the model's classes in its output order. A photo
 //! in which no leukocyte was found gives one row with `cell` 0, class `none`,
 //! empty box, confidence and probability fields, and `review` false.
+//! `review_reasons` lists a flagged cell's reasons separated by `;` (empty when not flagged).
 //! Unreadable photos give no row (they are reported on stderr and in JSON).
 
 use crate::data::ClassLabel;
-use crate::predict::{CellPrediction, PhotoPrediction, ReviewReason, ReviewRules};
-use serde::Serialize;
-use std::collections::BTreeMap;
+use crate::predict::CellPrediction;
+use crate::predict::{ReviewReason, ReviewRules};
+use crate::wire::PhotoRecord;
+pub use crate::wire::{differential_of, PhotoResult, TypeCount};
 use std::fmt::Write as _;
 
 /// The `class` value of the row of a photo without a leukocyte.
@@ -25,24 +27,6 @@ pub const NO_CELL_CLASS: &str = "none";
 
 /// Gallery crops shown per type in the HTML report unless told otherwise.
 pub const DEFAULT_GALLERY_CAP: usize = 60;
-
-/// What happened to one input photo.
-#[derive(Debug, Clone)]
-pub struct PhotoResult {
-    /// The path as given (or found in a folder), as shown to people.
-    pub file: String,
-    /// The predictions, or why the photo could not be read.
-    pub outcome: Result<PhotoPrediction, String>,
-}
-
-impl PhotoResult {
-    pub fn cells(&self) -> &[CellPrediction] {
-        match &self.outcome {
-            Ok(p) => &p.cells,
-            Err(_) => &[],
-        }
-    }
-}
 
 /// The CSV header for a model with these classes.
 pub fn csv_header(classes: &[ClassLabel]) -> Vec<String> {
@@ -61,6 +45,7 @@ pub fn csv_header(classes: &[ClassLabel]) -> Vec<String> {
     .collect();
     h.extend(classes.iter().map(|c| format!("p_{}", c.lower())));
     h.push("review".to_string());
+    h.push("review_reasons".to_string());
     h
 }
 
@@ -69,7 +54,7 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut write = |row: Vec<String>| {
         // Writing into a Vec cannot fail.
-        let _ = w.write_record(&row);
+        w.write_record(&row).expect("CSV written into memory");
     };
     write(csv_header(classes));
     for r in results {
@@ -80,6 +65,7 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
             row.push(NO_CELL_CLASS.to_string());
             row.extend(std::iter::repeat_n(String::new(), 1 + classes.len()));
             row.push("false".to_string());
+            row.push(String::new());
             write(row);
         }
         for c in &p.cells {
@@ -96,92 +82,29 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
             ];
             row.extend(c.probabilities.iter().map(|p| format!("{p:.4}")));
             row.push(c.review.to_string());
+            row.push(
+                c.review_reasons
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(";"),
+            );
             write(row);
         }
     }
-    let bytes = w.into_inner().unwrap_or_default();
-    String::from_utf8(bytes).unwrap_or_default()
+    // A CSV writer over a Vec has no I/O to fail, and every field is valid UTF-8.
+    let bytes = w.into_inner().expect("CSV written into memory");
+    String::from_utf8(bytes).expect("CSV of UTF-8 fields")
 }
 
-#[derive(Serialize)]
-struct JsonPhoto<'a> {
-    file: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    width: Option<u32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    height: Option<u32>,
-    cells: Vec<JsonCell>,
-    error: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct JsonBox {
-    x_min: u32,
-    y_min: u32,
-    x_max: u32,
-    y_max: u32,
-}
-
-#[derive(Serialize)]
-struct JsonCell {
-    cell: usize,
-    #[serde(rename = "box")]
-    bbox: JsonBox,
-    class: ClassLabel,
-    confidence: f32,
-    /// Keyed by class name as in `class`.
-    probabilities: BTreeMap<&'static str, f32>,
-    review: bool,
-    review_reasons: Vec<ReviewReason>,
-}
-
-/// A JSON array with one object per photo:
-/// `{"file", "width", "height", "cells": [{"cell", "box": {"x_min", "y_min",
-/// "x_max", "y_max"}, "class", "confidence", "probabilities": {CLASS: p},
-/// "review", "review_reasons"}], "error"}`; `error` is null for a photo that
-/// was read, and the reason (with no `width`/`height`, empty `cells`) otherwise.
+/// A JSON array with one [`PhotoRecord`] per photo (the wire format of [`crate::wire`]).
 pub fn to_json(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
-    let photos: Vec<JsonPhoto> = results
+    let photos: Vec<PhotoRecord> = results
         .iter()
-        .map(|r| match &r.outcome {
-            Ok(p) => JsonPhoto {
-                file: &r.file,
-                width: Some(p.width),
-                height: Some(p.height),
-                cells: p
-                    .cells
-                    .iter()
-                    .map(|c| JsonCell {
-                        cell: c.cell,
-                        bbox: JsonBox {
-                            x_min: c.bbox.x_min,
-                            y_min: c.bbox.y_min,
-                            x_max: c.bbox.x_max,
-                            y_max: c.bbox.y_max,
-                        },
-                        class: c.class,
-                        confidence: c.confidence,
-                        probabilities: classes
-                            .iter()
-                            .zip(&c.probabilities)
-                            .map(|(k, &p)| (k.as_str(), p))
-                            .collect(),
-                        review: c.review,
-                        review_reasons: c.review_reasons.clone(),
-                    })
-                    .collect(),
-                error: None,
-            },
-            Err(e) => JsonPhoto {
-                file: &r.file,
-                width: None,
-                height: None,
-                cells: Vec::new(),
-                error: Some(e),
-            },
-        })
+        .map(|r| PhotoRecord::new(&r.file, &r.outcome, classes, false))
         .collect();
-    serde_json::to_string_pretty(&photos).unwrap_or_else(|_| "[]".to_string()) + "\n"
+    // Plain data (strings, numbers, maps with string keys): serialising cannot fail.
+    serde_json::to_string_pretty(&photos).expect("predictions serialise to JSON") + "\n"
 }
 
 fn reasons_text(reasons: &[ReviewReason]) -> String {
@@ -262,8 +185,12 @@ pub fn to_table(results: &[PhotoResult]) -> String {
     let s = Summary::of(results);
     let _ = writeln!(
         out,
-        "\n{} photos: {} leukocytes ({} flagged for review), {} without a leukocyte, {} unreadable",
-        s.photos, s.cells, s.flagged, s.without_cell, s.unreadable
+        "\n{}: {} ({} flagged for review), {} without a leukocyte, {} unreadable",
+        count(s.photos, "photo", "photos"),
+        count(s.cells, "leukocyte", "leukocytes"),
+        s.flagged,
+        s.without_cell,
+        s.unreadable
     );
     out
 }
@@ -298,45 +225,6 @@ impl Summary {
     }
 }
 
-/// One line of the differential count.
-#[derive(Debug, Clone, PartialEq)]
-pub struct TypeCount {
-    pub class: ClassLabel,
-    pub count: usize,
-    /// Share of all classified leukocytes, 0-100 (0 when there are none).
-    pub percent: f64,
-    /// Of `count`, how many are flagged for review.
-    pub flagged: usize,
-    /// False when the model cannot predict this type (its count is always 0).
-    pub in_model: bool,
-}
-
-/// The differential count in the clinical order
-/// ([`ClassLabel::CLINICAL_ORDER`]); every type is listed, also those the
-/// model does not know.
-pub fn differential(results: &[PhotoResult], classes: &[ClassLabel]) -> Vec<TypeCount> {
-    let cells: Vec<&CellPrediction> = results.iter().flat_map(|r| r.cells()).collect();
-    let total = cells.len();
-    ClassLabel::CLINICAL_ORDER
-        .iter()
-        .map(|&class| {
-            let of_type = cells.iter().filter(|c| c.class == class);
-            let count = of_type.clone().count();
-            TypeCount {
-                class,
-                count,
-                percent: if total == 0 {
-                    0.0
-                } else {
-                    100.0 * count as f64 / total as f64
-                },
-                flagged: of_type.filter(|c| c.review).count(),
-                in_model: classes.contains(&class),
-            }
-        })
-        .collect()
-}
-
 /// What the HTML report says besides the predictions.
 #[derive(Debug, Clone)]
 pub struct ReportOptions {
@@ -350,6 +238,11 @@ pub struct ReportOptions {
     pub rules: ReviewRules,
     /// Crops shown per type in the gallery; the rest are counted.
     pub gallery_cap: usize,
+}
+
+/// `n` with the singular or plural noun: "1 photo", "3 photos".
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -368,34 +261,11 @@ pub fn html_escape(s: &str) -> String {
     out
 }
 
-/// Standard base64 (RFC 4648, with padding).
-pub fn base64(bytes: &[u8]) -> String {
-    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 /// A PNG `data:` URI of an image (empty when it cannot be encoded).
 pub fn png_data_uri(img: &image::RgbImage) -> String {
-    let mut png = Vec::new();
-    match img.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png) {
-        Ok(()) => format!("data:image/png;base64,{}", base64(&png)),
-        Err(_) => String::new(),
+    match crate::wire::png_base64(img) {
+        Some(b64) => format!("data:image/png;base64,{b64}"),
+        None => String::new(),
     }
 }
 
@@ -478,7 +348,7 @@ td img{width:64px;height:64px}td.b{white-space:nowrap}";
 /// images are PNG data URIs. File names are HTML-escaped.
 pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     let e = html_escape;
-    let counts = differential(results, &opts.classes);
+    let counts = differential_of(results, &opts.classes).counts;
     let summary = Summary::of(results);
     let total = summary.cells;
     let mut h = String::new();
@@ -490,10 +360,11 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     );
     let _ = writeln!(
         h,
-        "<p>{} photos, {} read; <b>{total} leukocytes</b> classified, {} flagged for review; \
-         {} photos without a leukocyte; {} unreadable.</p>\n<p class=\"note\">Model: {} ({}).</p>",
-        summary.photos,
+        "<p>{}, {} read; <b>{}</b> classified, {} flagged for review; \
+         {} without a leukocyte; {} unreadable.</p>\n<p class=\"note\">Model: {} ({}).</p>",
+        count(summary.photos, "photo", "photos"),
         summary.photos - summary.unreadable,
+        count(total, "leukocyte", "leukocytes"),
         summary.flagged,
         summary.without_cell,
         summary.unreadable,
@@ -658,6 +529,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
 mod tests {
     use super::*;
     use crate::isolate::LeukocyteBox;
+    use crate::predict::PhotoPrediction;
 
     fn cell(n: usize, class: ClassLabel, conf: f32, review: bool) -> CellPrediction {
         let mut probabilities = vec![(1.0 - conf) / 3.0; 4];
@@ -729,22 +601,6 @@ mod tests {
     }
 
     #[test]
-    fn base64_matches_rfc4648_vectors() {
-        for (i, o) in [
-            ("", ""),
-            ("f", "Zg=="),
-            ("fo", "Zm8="),
-            ("foo", "Zm9v"),
-            ("foob", "Zm9vYg=="),
-            ("fooba", "Zm9vYmE="),
-            ("foobar", "Zm9vYmFy"),
-        ] {
-            assert_eq!(base64(i.as_bytes()), o);
-        }
-        assert_eq!(base64(&[0xff, 0xfe, 0xfd]), "//79");
-    }
-
-    #[test]
     fn csv_rows_and_none_row() {
         let csv = to_csv(&sample(), &four());
         let lines: Vec<&str> = csv.lines().collect();
@@ -791,7 +647,13 @@ mod tests {
 
     #[test]
     fn differential_in_clinical_order() {
-        let d = differential(&sample(), &four());
+        let diff = differential_of(&sample(), &four());
+        assert_eq!(
+            (diff.photos, diff.cells, diff.flagged_for_review),
+            (3, 3, 1)
+        );
+        assert_eq!(diff.photos_without_leukocyte, 1);
+        let d = diff.counts;
         let order: Vec<ClassLabel> = d.iter().map(|t| t.class).collect();
         assert_eq!(order, ClassLabel::CLINICAL_ORDER);
         assert_eq!(d[0].count, 2);

@@ -19,9 +19,9 @@
 //! [`ServeConfig::max_concurrent`] photos at a time (a semaphore), so a burst of
 //! requests queues instead of exhausting memory.
 
-use crate::data::ClassLabel;
 use crate::error::LeukoError;
-use crate::predict::{CellPrediction, Classifier, PhotoPrediction};
+use crate::predict::{Classifier, PhotoPrediction};
+use crate::wire::{differential, Differential, PhotoRecord};
 use axum::extract::multipart::{Multipart, MultipartRejection};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, StatusCode};
@@ -29,9 +29,6 @@ use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use base64::Engine;
-use image::ImageEncoder;
-use serde::ser::SerializeMap;
 use serde::Serialize;
 use serde_json::json;
 use std::net::SocketAddr;
@@ -109,6 +106,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/health", get(health))
         .route("/api/classify", post(classify))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         // The multipart extractor stops reading at the limit (413); the
         // middleware answers 413 at once when Content-Length says so.
         .layer(DefaultBodyLimit::max(limit))
@@ -213,6 +211,18 @@ async fn app_js() -> impl IntoResponse {
     )
 }
 
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let hint = if uri.path() == "/api/classify" {
+        ": send the photos with POST as multipart/form-data (field 'files')"
+    } else {
+        ""
+    };
+    error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{method} is not allowed on {}{hint}", uri.path()),
+    )
+}
+
 async fn not_found() -> Response {
     error_response(StatusCode::NOT_FOUND, "no such page or API route")
 }
@@ -252,19 +262,8 @@ pub struct ClassifyResponse {
     pub error: Option<String>,
     pub model: String,
     /// One entry per uploaded file, in upload order.
-    pub files: Vec<FileResult>,
+    pub files: Vec<PhotoRecord>,
     pub differential: Differential,
-}
-
-/// One file of a request, as answered.
-#[derive(Debug, Serialize)]
-pub struct FileResult {
-    pub file: String,
-    pub ok: bool,
-    pub width: Option<u32>,
-    pub height: Option<u32>,
-    pub cells: Vec<CellJson>,
-    pub error: Option<String>,
 }
 
 /// How a file failed: the sender's fault (unreadable image) or leuko's.
@@ -328,15 +327,9 @@ async fn classify(
         };
         match outcome {
             Ok(p) => {
-                results.push(FileResult {
-                    file: name,
-                    ok: true,
-                    width: Some(p.width),
-                    height: Some(p.height),
-                    cells: p.cells.iter().map(|c| cell_json(c, &classes)).collect(),
-                    error: None,
-                });
-                predictions.push(p);
+                let outcome = Ok(p);
+                results.push(PhotoRecord::new(&name, &outcome, &classes, true));
+                predictions.extend(outcome);
             }
             Err(f) => {
                 let message = match f {
@@ -349,14 +342,7 @@ async fn classify(
                         m
                     }
                 };
-                results.push(FileResult {
-                    file: name,
-                    ok: false,
-                    width: None,
-                    height: None,
-                    cells: Vec::new(),
-                    error: Some(message),
-                });
+                results.push(PhotoRecord::new(&name, &Err(message), &classes, false));
             }
         }
     }
@@ -474,125 +460,5 @@ fn panic_message(p: &Box<dyn std::any::Any + Send>) -> String {
         s.clone()
     } else {
         "internal error".to_string()
-    }
-}
-
-/// One cell as answered: the columns of `leuko predict` (box, class spelled
-/// as the data set does, confidence, one probability per class keyed by its
-/// lower-case name as in the `p_<class>` columns, review) plus the reasons
-/// and the crop.
-#[derive(Debug, Serialize)]
-pub struct CellJson {
-    pub cell: usize,
-    pub x_min: u32,
-    pub y_min: u32,
-    pub x_max: u32,
-    pub y_max: u32,
-    pub class: &'static str,
-    pub confidence: f32,
-    pub probabilities: Probabilities,
-    pub review: bool,
-    pub review_reasons: Vec<&'static str>,
-    /// The 128x128 network input as a base64 PNG (null if it could not be encoded).
-    pub crop_png_base64: Option<String>,
-}
-
-/// Class probabilities as a JSON object in the model's class order.
-#[derive(Debug)]
-pub struct Probabilities(pub Vec<(&'static str, f32)>);
-
-impl Serialize for Probabilities {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(self.0.len()))?;
-        for (k, p) in &self.0 {
-            m.serialize_entry(k, p)?;
-        }
-        m.end()
-    }
-}
-
-pub fn cell_json(c: &CellPrediction, classes: &[ClassLabel]) -> CellJson {
-    CellJson {
-        cell: c.cell,
-        x_min: c.bbox.x_min,
-        y_min: c.bbox.y_min,
-        x_max: c.bbox.x_max,
-        y_max: c.bbox.y_max,
-        class: c.class.as_str(),
-        confidence: c.confidence,
-        probabilities: Probabilities(
-            classes
-                .iter()
-                .map(|k| k.lower())
-                .zip(c.probabilities.iter().copied())
-                .collect(),
-        ),
-        review: c.review,
-        review_reasons: c.review_reasons.iter().map(|r| r.as_str()).collect(),
-        crop_png_base64: png_base64(&c.crop),
-    }
-}
-
-fn png_base64(img: &image::RgbImage) -> Option<String> {
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(
-            img.as_raw(),
-            img.width(),
-            img.height(),
-            image::ExtendedColorType::Rgb8,
-        )
-        .ok()?;
-    Some(base64::engine::general_purpose::STANDARD.encode(png))
-}
-
-/// The differential count of a batch.
-#[derive(Debug, Serialize)]
-pub struct Differential {
-    /// Photos classified (unreadable files are not counted).
-    pub photos: usize,
-    /// Leukocytes found in them.
-    pub cells: usize,
-    /// Of those, flagged for review (still counted under their predicted type).
-    pub flagged_for_review: usize,
-    pub counts: Vec<DifferentialRow>,
-}
-
-#[derive(Debug, Serialize)]
-pub struct DifferentialRow {
-    pub class: &'static str,
-    pub count: usize,
-    /// Share of all cells found, 0-100.
-    pub percent: f64,
-}
-
-/// The differential count of a batch: cells per class in clinical order
-/// (neutrophil, lymphocyte, monocyte, eosinophil, basophil; classes the model
-/// does not know are left out), with percentages of all cells found.
-pub fn differential(predictions: &[PhotoPrediction], classes: &[ClassLabel]) -> Differential {
-    let cells: Vec<&CellPrediction> = predictions.iter().flat_map(|p| &p.cells).collect();
-    let total = cells.len();
-    let counts = ClassLabel::CLINICAL_ORDER
-        .iter()
-        .filter(|k| classes.contains(k))
-        .map(|k| {
-            let count = cells.iter().filter(|c| c.class == *k).count();
-            let percent = if total == 0 {
-                0.0
-            } else {
-                100.0 * count as f64 / total as f64
-            };
-            DifferentialRow {
-                class: k.as_str(),
-                count,
-                percent,
-            }
-        })
-        .collect();
-    Differential {
-        photos: predictions.len(),
-        cells: total,
-        flagged_for_review: cells.iter().filter(|c| c.review).count(),
-        counts,
     }
 }

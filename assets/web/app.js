@@ -20,6 +20,9 @@ const state = {
   classes: [],          // model classes (lower case), probability order
   maxBody: 20 * 1024 * 1024,
   photos: [],           // successful results: {file, cells}
+  counts: {},           // the server's differential, summed over the answers: class -> cells
+  cells: 0,
+  flagged: 0,
   failed: 0,
   queued: 0,
   done: 0,
@@ -65,13 +68,14 @@ function setStatus() {
 }
 
 function renderDifferential() {
-  const cells = state.photos.flatMap((p) => p.cells);
-  const total = cells.length;
+  // Counts come from the server's differential of each answer (one function computes it for
+  // the API, `leuko report` and this page); the page only adds them up.
+  const total = state.cells;
   const body = $("differential").tBodies[0];
   body.textContent = "";
   for (const k of CLINICAL_ORDER) {
     const known = state.classes.length === 0 || state.classes.includes(k);
-    const n = cells.filter((c) => c["class"] === k).length;
+    const n = state.counts[k] || 0;
     const share = total ? n / total : 0;
     const tr = el("tr", known ? "" : "absent");
     tr.dataset.class = k;
@@ -93,17 +97,29 @@ function renderDifferential() {
   }
   const photos = state.photos.length;
   $("diff-total").textContent = `${total} cell${total === 1 ? "" : "s"} in ${photos} photo${photos === 1 ? "" : "s"}`;
-  const flagged = cells.filter((c) => c.review).length;
+  const flagged = state.flagged;
   const absent = CLINICAL_ORDER.filter((k) => state.classes.length && !state.classes.includes(k));
   let note = total ? `${flagged} of ${total} cells flagged for review.` : "";
   if (absent.length) note += (note ? " " : "") + `${absent.map(cap).join(", ")}: not classified by this model.`;
   $("diff-flagged").textContent = note;
 }
 
+function addDifferential(d) {
+  state.cells += d.cells;
+  state.flagged += d.flagged_for_review;
+  for (const row of d.counts) {
+    const k = String(row["class"]).toLowerCase();
+    state.counts[k] = (state.counts[k] || 0) + row.count;
+  }
+}
+
 function drawPhoto(canvas, file, result, highlight) {
   const w = result.width, h = result.height;
   canvas.width = w;
   canvas.height = h;
+  // Shown at most at twice its own size: a 120-px crop is not blown up to the page width.
+  canvas.style.maxWidth = 2 * w + "px";
+  const showLabels = Math.min(w, h) >= 240;
   const ctx = canvas.getContext("2d");
   const paint = (img) => {
     ctx.clearRect(0, 0, w, h);
@@ -123,13 +139,16 @@ function drawPhoto(canvas, file, result, highlight) {
       ctx.lineWidth = hl ? lw * 2 : lw;
       ctx.strokeStyle = color;
       if (c.review) ctx.setLineDash([lw * 4, lw * 2.5]); else ctx.setLineDash([]);
-      ctx.strokeRect(c.x_min + 0.5, c.y_min + 0.5, c.x_max - c.x_min, c.y_max - c.y_min);
+      const b = c.box;
+      ctx.strokeRect(b.x_min + 0.5, b.y_min + 0.5, b.x_max - b.x_min, b.y_max - b.y_min);
       ctx.setLineDash([]);
+      // On a small photo (a single-cell crop) a label would cover the cell: the list below names it.
+      if (!showLabels) continue;
       const label = `${c.cell} ${cap(c["class"])} ${Math.round(100 * c.confidence)}%`;
       ctx.font = `600 ${fs}px sans-serif`;
       const tw = ctx.measureText(label).width + 10;
-      const ly = c.y_min - fs - 6 >= 0 ? c.y_min - fs - 6 : c.y_max;
-      const lx = Math.min(Math.max(0, c.x_min), Math.max(0, w - tw));
+      const ly = b.y_min - fs - 6 >= 0 ? b.y_min - fs - 6 : b.y_max;
+      const lx = Math.min(Math.max(0, b.x_min), Math.max(0, w - tw));
       ctx.fillStyle = color;
       ctx.fillRect(lx, ly, tw, fs + 6);
       ctx.fillStyle = "#fff";
@@ -223,7 +242,10 @@ async function classifyFile(file, slot) {
       const r = await fetch("/api/classify", { method: "POST", body: form });
       let body = null;
       try { body = await r.json(); } catch (_) { /* not JSON */ }
-      if (body && Array.isArray(body.files) && body.files.length) result = body.files[0];
+      if (body && Array.isArray(body.files) && body.files.length) {
+        result = body.files[0];
+        if (result.ok && body.differential) addDifferential(body.differential);
+      }
       else result = { file: file.name, ok: false, error: (body && body.error) || `server answered ${r.status}` };
     } catch (e) {
       result = { file: file.name, ok: false, error: "could not reach the server: " + e.message };
@@ -231,7 +253,11 @@ async function classifyFile(file, slot) {
   }
   if (result.ok) {
     // The API spells classes as the data set does (NEUTROPHIL); the page uses lower case.
-    for (const c of result.cells) c["class"] = String(c["class"]).toLowerCase();
+    for (const c of result.cells) {
+      c["class"] = String(c["class"]).toLowerCase();
+      c.probabilities = Object.fromEntries(
+        Object.entries(c.probabilities).map(([k, p]) => [k.toLowerCase(), p]));
+    }
     state.photos.push(result);
   } else state.failed += 1;
   renderResult(slot, file, result);
@@ -276,6 +302,7 @@ function setup() {
   window.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer) addFiles(e.dataTransfer.files); });
   $("clear").addEventListener("click", () => {
     state.photos = []; state.failed = 0; state.queued = 0; state.done = 0;
+    state.counts = {}; state.cells = 0; state.flagged = 0;
     $("results").textContent = "";
     renderDifferential();
     setStatus();

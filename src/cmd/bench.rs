@@ -30,7 +30,7 @@ pub enum NetChoice {
 
 #[derive(Debug, clap::Args)]
 pub struct TrainBenchArgs {
-    #[arg(long, value_enum, default_value = "final")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "final")]
     pub net: NetChoice,
     /// Worker threads (default: all cores).
     #[arg(long)]
@@ -38,14 +38,14 @@ pub struct TrainBenchArgs {
     #[arg(long, default_value_t = 32)]
     pub batch: usize,
     /// How the 3x3 convolutions with 8 or more channels are computed (direct: the earlier kernels, to compare).
-    #[arg(long, value_enum, default_value = "winograd")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "winograd")]
     pub conv: ConvChoice,
     #[arg(long, default_value_t = 3)]
     pub warmup: usize,
     /// Timed steps (the median is reported).
     #[arg(long, default_value_t = 15)]
     pub steps: usize,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub format: Format,
 }
 
@@ -80,7 +80,7 @@ pub struct PredictBenchArgs {
     /// Threads of the folder throughput measurement.
     #[arg(long, default_value_t = 2, value_name = "N")]
     pub folder_threads: usize,
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub format: Format,
 }
 

@@ -15,7 +15,7 @@ pub struct DataCommand {
     #[command(flatten)]
     pub data: DataArgs,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub format: Format,
     /// Also write a bar chart of the class counts (PNG).
     #[arg(long, value_name = "FILE.png")]
@@ -34,7 +34,7 @@ pub enum DataSub {
 #[derive(Debug, clap::Args)]
 pub struct AuditArgs {
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub format: Format,
     /// Write the groups as JSON (read by `leuko split --groups`).
     #[arg(long, value_name = "groups.json")]

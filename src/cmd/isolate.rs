@@ -4,10 +4,10 @@
 //! leukocyte included), 2 when some inputs could not be read (each is
 //! reported on stderr, the others are still processed), 1 for usage errors.
 
-use super::DataArgs;
+use super::{count, DataArgs};
 use anyhow::{bail, Context};
 use leuko::fsutil::{write_atomic, write_atomic_with};
-use leuko::imageio::{has_image_extension, load_rgb};
+use leuko::imageio::load_rgb;
 use leuko::isolate::{
     crop, isolate_with_mask, overlay, score_dataset, CropConfig, IsolationConfig, LeukocyteBox,
 };
@@ -18,14 +18,14 @@ use std::process::ExitCode;
 
 /// Find every leukocyte in photos and crop it to 128x128.
 ///
-/// Crops go to DIR/<stem>_<k>.png, k = 0 for the largest leukocyte. A photo
+/// Crops go to DIR/<stem>_<k>.png, k = 1 for the largest leukocyte (the cell number of `predict`). A photo
 /// without a leukocyte is reported, not an error.
 #[derive(Debug, clap::Args)]
 pub struct IsolateArgs {
     /// Photos (jpg, jpeg, png, bmp, tif) or folders (searched recursively).
     #[arg(value_name = "INPUT")]
     pub inputs: Vec<PathBuf>,
-    /// Write the crops to DIR/<stem>_<k>.png (k = 0 for the largest leukocyte).
+    /// Write the crops to DIR/<stem>_<k>.png (k = 1 for the largest leukocyte).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Write every box to a CSV: file,cell,x_min,y_min,x_max,y_max,area_px (photo pixels, max exclusive).
@@ -80,7 +80,7 @@ pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
         None => IsolationConfig::default(),
     };
     if a.print_config {
-        print!("{}", cfg.to_toml());
+        print!("{}", cfg.to_toml()?);
         return Ok(ExitCode::SUCCESS);
     }
     if a.inputs.is_empty() && !a.score {
@@ -120,7 +120,7 @@ fn run_in_pool(
     cfg: &IsolationConfig,
     crop_cfg: &CropConfig,
 ) -> anyhow::Result<ExitCode> {
-    let (files, mut bad) = collect_inputs(&a.inputs);
+    let (files, mut bad) = collect_inputs(&a.inputs)?;
     if a.out.is_some() {
         check_unique_stems(&files)?;
     }
@@ -160,15 +160,14 @@ fn run_in_pool(
         write_boxes_csv(csv_path, &outcomes)
             .with_context(|| format!("--boxes {}", csv_path.display()))?;
     }
-    if !files.is_empty() || bad > 0 {
-        println!(
-            "{} photos: {} leukocytes, {} photos without one, {} unreadable",
-            outcomes.len() - outcomes.iter().filter(|o| o.result.is_err()).count(),
-            n_cells,
-            none_found,
-            bad
-        );
-    }
+    let read = outcomes.len() - outcomes.iter().filter(|o| o.result.is_err()).count();
+    println!(
+        "{}: {}, {} without one, {} unreadable",
+        count(read, "photo", "photos"),
+        count(n_cells, "leukocyte", "leukocytes"),
+        none_found,
+        bad
+    );
     if a.score {
         let dir = leuko::data::DataDir::resolve(a.data.data.as_deref())?;
         let report = score_dataset(&dir, cfg)?;
@@ -184,49 +183,19 @@ fn run_in_pool(
 /// Files to process: given files as they are, folders walked recursively for
 /// photos (by extension), sorted. Paths that do not exist or cannot be
 /// listed are reported on stderr and counted.
-fn collect_inputs(inputs: &[PathBuf]) -> (Vec<PathBuf>, usize) {
+fn collect_inputs(inputs: &[PathBuf]) -> anyhow::Result<(Vec<PathBuf>, usize)> {
     let mut files = Vec::new();
     let mut bad = 0;
-    for input in inputs {
-        if input.is_dir() {
-            let mut found = Vec::new();
-            walk(input, &mut found, &mut bad);
-            found.sort();
-            files.extend(found);
-        } else if input.exists() {
-            files.push(input.clone());
-        } else {
-            eprintln!("{}: no such file or folder", input.display());
-            bad += 1;
-        }
-    }
-    (files, bad)
-}
-
-fn walk(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut usize) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) => {
-            eprintln!("{}: cannot list the folder: {e}", dir.display());
-            *bad += 1;
-            return;
-        }
-    };
-    for entry in entries {
-        let path = match entry {
-            Ok(e) => e.path(),
-            Err(e) => {
-                eprintln!("{}: cannot list the folder: {e}", dir.display());
-                *bad += 1;
-                continue;
+    for found in super::photos_of(inputs)? {
+        match found {
+            Ok(path) => files.push(path),
+            Err((path, why)) => {
+                eprintln!("{}: {why}", path.display());
+                bad += 1;
             }
-        };
-        if path.is_dir() {
-            walk(&path, found, bad);
-        } else if has_image_extension(&path) {
-            found.push(path);
         }
     }
+    Ok((files, bad))
 }
 
 /// Crops are named after the photo's stem, so two photos with one stem would
@@ -270,7 +239,7 @@ fn process(
         let stem = stem_of(path);
         for (k, b) in iso.boxes.iter().enumerate() {
             let c = crop(&photo, b, crop_cfg);
-            write_png(&out.join(format!("{stem}_{k}.png")), &c)?;
+            write_png(&out.join(format!("{stem}_{}.png", k + 1)), &c)?;
         }
         if a.overlay {
             write_png(
@@ -301,7 +270,7 @@ fn write_boxes_csv(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
         for (k, b) in boxes.iter().enumerate() {
             w.write_record([
                 file.to_string(),
-                k.to_string(),
+                (k + 1).to_string(),
                 b.x_min.to_string(),
                 b.y_min.to_string(),
                 b.x_max.to_string(),

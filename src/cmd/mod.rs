@@ -27,3 +27,28 @@ pub enum Format {
     Table,
     Json,
 }
+
+/// Inputs that name no photo at all (an empty folder, a folder of other files): an error
+/// with exit code 2, like unreadable inputs, so that a script does not take it for success.
+#[derive(Debug)]
+pub struct NoPhotos(pub String);
+
+impl std::fmt::Display for NoPhotos {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NoPhotos {}
+
+/// The photos of `inputs` (see [`leuko::data::photos::collect_photos`]), or [`NoPhotos`]
+/// when they name none and nothing went wrong reading them.
+pub fn photos_of(inputs: &[PathBuf]) -> anyhow::Result<Vec<Result<PathBuf, (PathBuf, String)>>> {
+    let found = leuko::data::photos::collect_photos(inputs);
+    if found.is_empty() {
+        return Err(NoPhotos(leuko::data::photos::no_photos_message(inputs)).into());
+    }
+    Ok(found)
+}
+
+pub use leuko::report::count;

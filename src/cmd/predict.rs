@@ -7,7 +7,7 @@
 
 use anyhow::{bail, Context};
 use leuko::fsutil::write_atomic;
-use leuko::predict::{collect_photos, Classifier};
+use leuko::predict::Classifier;
 use leuko::report::{to_csv, to_json, to_table, PhotoResult};
 use leuko::LeukoError;
 use rayon::prelude::*;
@@ -35,7 +35,7 @@ pub struct PredictArgs {
     pub inputs: Vec<PathBuf>,
     #[command(flatten)]
     pub run: ClassifyArgs,
-    #[arg(long, value_enum, default_value = "table")]
+    #[arg(long, value_enum, ignore_case = true, default_value = "table")]
     pub format: PredictFormat,
     /// Write the output to FILE (atomically) instead of stdout.
     #[arg(long, value_name = "FILE")]
@@ -53,19 +53,19 @@ pub struct ClassifyArgs {
     pub threads: Option<usize>,
     /// `dihedral`: average each cell's probabilities over its 8 flips and 90°
     /// rotations (test-time augmentation; the network's part costs 8x).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub views: leuko::infer::Views,
     /// `data` (default): weight each cell's probabilities by the training
     /// photos' class frequencies recorded in the model; `flat`: every type
     /// equally likely a priori (more rare-type calls, more false ones).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub prior: leuko::infer::Prior,
     /// The photos' magnification relative to BCCD's, 0.25 to 4: how many times as large the
     /// cells are as in a BCCD photo of the same size (e.g. 2 for a 2x stronger objective at the
     /// same camera resolution). Leukocytes are looked for at BCCD's scale; boxes stay in the
     /// photo's pixels.
     #[arg(long, value_name = "F", default_value = "1")]
-    pub magnification: leuko::tensors::Magnification,
+    pub magnification: leuko::preprocess::Magnification,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -93,7 +93,7 @@ pub fn classify_inputs(
         builder = builder.num_threads(n);
     }
     let pool = builder.build().context("cannot start worker threads")?;
-    let inputs = collect_photos(inputs);
+    let inputs = super::photos_of(inputs)?;
     let pb = leuko::progress::bar(inputs.len() as u64, task, a.quiet || inputs.len() < 2);
     let classifier_ref = &classifier;
     let results: Vec<PhotoResult> = pool.install(|| {
@@ -164,8 +164,13 @@ pub fn run(a: PredictArgs) -> anyhow::Result<ExitCode> {
         None => {
             use std::io::Write;
             let mut out = std::io::stdout().lock();
-            // A closed pipe (`| head`) is not an error worth a message.
-            let _ = out.write_all(text.as_bytes()).and_then(|_| out.flush());
+            match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+                // A closed pipe (`| head`) is not an error worth a message.
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(anyhow::Error::new(e).context("writing to standard output"));
+                }
+                _ => {}
+            }
         }
     }
     Ok(exit_code(&results))

@@ -64,10 +64,10 @@ pub fn run(a: ReportArgs) -> anyhow::Result<ExitCode> {
     }
     let s = Summary::of(&results);
     println!(
-        "{}: {} photos, {} leukocytes ({} flagged for review), {} without a leukocyte, {} unreadable",
+        "{}: {}, {} ({} flagged for review), {} without a leukocyte, {} unreadable",
         a.out.display(),
-        s.photos,
-        s.cells,
+        super::count(s.photos, "photo", "photos"),
+        super::count(s.cells, "leukocyte", "leukocytes"),
         s.flagged,
         s.without_cell,
         s.unreadable

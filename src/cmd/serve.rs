@@ -14,7 +14,8 @@ use std::process::ExitCode;
 pub struct ServeArgs {
     /// Address to listen on. The default is reachable from this machine only;
     /// the server has no authentication, so think twice before 0.0.0.0.
-    #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:8080")]
+    /// A host name is resolved (`localhost:8080` listens on its first address).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
     pub addr: SocketAddr,
     /// Model file written by `leuko train` (default: the model embedded in leuko).
     #[arg(long, value_name = "FILE")]
@@ -28,7 +29,18 @@ pub struct ServeArgs {
     /// The photos' magnification relative to BCCD's, 0.25 to 4, for every upload (as
     /// `predict --magnification`).
     #[arg(long, value_name = "F", default_value = "1")]
-    pub magnification: leuko::tensors::Magnification,
+    pub magnification: leuko::preprocess::Magnification,
+}
+
+/// `IP:PORT` or `HOST:PORT`, resolved to its first address.
+fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let mut addrs = s
+        .to_socket_addrs()
+        .map_err(|e| format!("{s:?} is not an address to listen on (IP:PORT or HOST:PORT): {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("{s:?} resolves to no address"))
 }
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {

@@ -86,11 +86,11 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     let net = cfg.net_config(split.classes.len());
     if !a.quiet {
         eprintln!(
-            "{}: blocks {:?}, {} parameters (Keras count), input {:?}; {} train / {} val / {} test photos; run dir {}",
+            "{}: blocks {:?}, {} parameters (Keras count), input {}; {} train / {} val / {} test photos; run dir {}",
             cfg.name,
             net.blocks,
             net.keras_param_count(),
-            cfg.input,
+            cfg.input.describe(),
             split.train.len(),
             split.val.len(),
             split.test.len(),
@@ -134,27 +134,27 @@ pub struct EvaluateArgs {
     pub split: Option<PathBuf>,
     /// Which part of the split to score: `test` (the report's figures) or `val`
     /// (for choosing settings without looking at the test part).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub part: Part,
     /// `dihedral`: average each cell's probabilities over its 8 flips and
     /// 90° rotations (test-time augmentation, 8x slower).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub views: leuko::infer::Views,
     /// `data`: weight the probabilities by the training photos' class
     /// frequencies recorded in the model (what `predict` does); `flat`: every
     /// type equally likely a priori (the balanced network's raw outputs).
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub prior: leuko::infer::Prior,
     /// Multiply every photo's red, green and blue by these factors before
     /// anything else (e.g. `1.08,1,0.85`, a warmer lamp): a robustness check of
     /// how the model would fare on the same smears under another microscope.
     #[arg(long, value_name = "R,G,B")]
-    pub colour_cast: Option<leuko::tensors::ColourCast>,
+    pub colour_cast: Option<leuko::preprocess::ColourCast>,
     /// Show every photo as a microscope with this many times BCCD's magnification would (after
     /// any colour cast): above 1 a window around the annotated leukocyte enlarged to the
     /// photo's size, below 1 the photo shrunk into a frame of its own background colour.
     #[arg(long, value_name = "FACTOR")]
-    pub magnification: Option<leuko::tensors::Magnification>,
+    pub magnification: Option<leuko::preprocess::Magnification>,
     /// With --magnification: tell leuko the photos' magnification, as `predict
     /// --magnification FACTOR` does (the isolation then looks for cells at BCCD's scale).
     #[arg(long, requires = "magnification")]
@@ -162,13 +162,13 @@ pub struct EvaluateArgs {
     /// Blur every photo (last) with a Gaussian of this standard deviation in photo pixels: a
     /// photo out of focus, or from a weaker objective or camera.
     #[arg(long, value_name = "SIGMA")]
-    pub blur: Option<leuko::tensors::Blur>,
+    pub blur: Option<leuko::preprocess::Blur>,
     /// Also draw the misclassified photos (the crops the network saw, captioned with photo
     /// number, true and predicted class and confidence, most confident first) into this PNG.
     #[arg(long, value_name = "FILE.png")]
     pub errors: Option<PathBuf>,
     /// Output format.
-    #[arg(long, value_enum, default_value_t)]
+    #[arg(long, value_enum, ignore_case = true, default_value_t)]
     pub format: Format,
 }
 
@@ -253,13 +253,13 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         Part::Test => (&split.test, "test"),
         Part::Val => (&split.val, "validation"),
     };
-    let change = leuko::tensors::PhotoChange {
+    let change = leuko::preprocess::PhotoChange {
         cast: a.colour_cast,
         magnification: a.magnification,
         compensate: a.compensate,
         blur: a.blur,
     };
-    let set = leuko::tensors::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
+    let set = leuko::preprocess::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
     // picks the same class as the mean, so it is divided only where a probability is shown.
     let mut summed: Vec<Vec<f32>> = Vec::new();
@@ -304,20 +304,22 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 (_, false) => "outputs as trained",
             };
             let cast = match a.colour_cast {
-                Some(leuko::tensors::ColourCast([r, g, b])) => {
+                Some(leuko::preprocess::ColourCast([r, g, b])) => {
                     format!(", photos cast by R x{r} G x{g} B x{b}")
                 }
                 None => String::new(),
             };
             let cast = match a.magnification {
-                Some(leuko::tensors::Magnification(f)) if a.compensate => {
+                Some(leuko::preprocess::Magnification(f)) if a.compensate => {
                     format!("{cast}, magnification x{f} (told to leuko)")
                 }
-                Some(leuko::tensors::Magnification(f)) => format!("{cast}, magnification x{f}"),
+                Some(leuko::preprocess::Magnification(f)) => format!("{cast}, magnification x{f}"),
                 None => cast,
             };
             let cast = match a.blur {
-                Some(leuko::tensors::Blur(sigma)) => format!("{cast}, blurred (sigma {sigma} px)"),
+                Some(leuko::preprocess::Blur(sigma)) => {
+                    format!("{cast}, blurred (sigma {sigma} px)")
+                }
                 None => cast,
             };
             let describe = match models.as_slice() {

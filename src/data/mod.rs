@@ -4,6 +4,7 @@ pub mod dataset;
 pub mod label;
 pub mod labels_csv;
 pub mod location;
+pub mod photos;
 pub mod voc;
 
 pub use dataset::{class_counts, Dataset, Excluded, ExclusionReason, Sample};

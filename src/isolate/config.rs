@@ -264,8 +264,10 @@ impl IsolationConfig {
     }
 
     /// The config as TOML, every field written.
-    pub fn to_toml(&self) -> String {
-        toml::to_string(self).unwrap_or_default()
+    pub fn to_toml(&self) -> crate::Result<String> {
+        toml::to_string(self).map_err(|e| {
+            crate::LeukoError::Config(format!("cannot write the isolation settings as TOML: {e}"))
+        })
     }
 }
 
@@ -277,7 +279,7 @@ mod tests {
     fn defaults_are_valid_and_round_trip_through_toml() {
         let cfg = IsolationConfig::default();
         cfg.validate().unwrap();
-        let back = IsolationConfig::from_toml(&cfg.to_toml()).unwrap();
+        let back = IsolationConfig::from_toml(&cfg.to_toml().unwrap()).unwrap();
         assert_eq!(back, cfg);
     }
 

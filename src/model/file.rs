@@ -10,7 +10,8 @@
 use super::{LeukoNet, NetConfig};
 use crate::data::ClassLabel;
 use crate::error::{LeukoError, Result};
-use crate::train::config::InputConfig;
+use crate::isolate::IsolationConfig;
+use crate::preprocess::InputConfig;
 use burn::module::Module;
 use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
@@ -28,6 +29,10 @@ pub struct ModelMeta {
     /// Output order of the network.
     pub classes: Vec<ClassLabel>,
     pub input: InputConfig,
+    /// The isolation settings the training photos were cut with; prediction uses the same.
+    /// Files written before this field existed were trained with the defaults.
+    #[serde(default)]
+    pub isolation: IsolationConfig,
     /// Name of the experiment that trained it.
     pub experiment: String,
     pub seed: u64,

@@ -6,104 +6,7 @@ use crate::error::{LeukoError, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-/// What the network sees.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-pub enum InputConfig {
-    /// The whole photo, resized (stretched) to `width` x `height`.
-    Whole {
-        width: u32,
-        height: u32,
-        /// See `Crop::white_balance`.
-        #[serde(default)]
-        white_balance: bool,
-    },
-    /// The largest isolated leukocyte, cropped and resized to `size` x `size`.
-    Crop {
-        size: u32,
-        /// Context added around the leukocyte's box on each side, as a share
-        /// of the box's width and height (0 = the box exactly, as the study).
-        #[serde(default)]
-        margin: f64,
-        /// `true`: cut a square around the box so the cell keeps its shape;
-        /// `false`: stretch the box to the square (the study's choice).
-        #[serde(default)]
-        keep_aspect: bool,
-        /// `true`: scale each colour channel so that the photo's background
-        /// becomes the same neutral gray ([`crate::tensors::white_balance`]),
-        /// in training and in prediction. A different lamp, camera or stain
-        /// shifts every pixel's colour; without this, a network trained on one
-        /// microscope's photos reads the shift as cell type.
-        #[serde(default)]
-        white_balance: bool,
-        /// `true`: also scale each channel's optical density so that the
-        /// photo's erythrocytes get the same density in every photo
-        /// ([`crate::stain::ColourBalance::stain`]): smears stained longer or
-        /// thicker look like the others. Needs `white_balance`.
-        #[serde(default)]
-        normalise_stain: bool,
-        /// `true`: paint the crop outside the leukocyte's ellipse in the
-        /// background colour ([`crate::tensors::mask_context`]), so that the
-        /// network sees the cell and not its smear.
-        #[serde(default)]
-        mask_context: bool,
-    },
-}
-
-impl InputConfig {
-    /// (width, height) of the network input.
-    pub fn dims(&self) -> (u32, u32) {
-        match *self {
-            InputConfig::Whole { width, height, .. } => (width, height),
-            InputConfig::Crop { size, .. } => (size, size),
-        }
-    }
-
-    /// Whether inputs are white-balanced against their photo's background.
-    pub fn white_balance(&self) -> bool {
-        match *self {
-            InputConfig::Whole { white_balance, .. } | InputConfig::Crop { white_balance, .. } => {
-                white_balance
-            }
-        }
-    }
-
-    /// Whether inputs are stain-normalised against their photo's erythrocytes.
-    pub fn normalise_stain(&self) -> bool {
-        match *self {
-            InputConfig::Whole { .. } => false,
-            InputConfig::Crop {
-                normalise_stain, ..
-            } => normalise_stain,
-        }
-    }
-
-    /// Whether crops are masked to the leukocyte's ellipse.
-    pub fn mask_context(&self) -> bool {
-        match *self {
-            InputConfig::Whole { .. } => false,
-            InputConfig::Crop { mask_context, .. } => mask_context,
-        }
-    }
-
-    /// How a leukocyte's box becomes the network input; `None` for whole photos.
-    pub fn crop_config(&self) -> Option<crate::isolate::CropConfig> {
-        match *self {
-            InputConfig::Whole { .. } => None,
-            InputConfig::Crop {
-                size,
-                margin,
-                keep_aspect,
-                ..
-            } => Some(crate::isolate::CropConfig {
-                size_px: size,
-                margin_fraction: margin,
-                keep_aspect,
-                ..crate::isolate::CropConfig::default()
-            }),
-        }
-    }
-}
+pub use crate::preprocess::InputConfig;
 
 /// The network's shape (the class count comes from the data).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -212,8 +115,10 @@ impl ExperimentConfig {
         Ok(cfg)
     }
 
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    /// The config as TOML (the run directory's `config.toml`).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self)
+            .map_err(|e| LeukoError::Config(format!("cannot write the config as TOML: {e}")))
     }
 
     pub fn validate(&self) -> std::result::Result<(), String> {
@@ -310,7 +215,7 @@ patience = 2
         assert_eq!(c.net.bn_momentum, 0.1);
         assert_eq!(c.seed, 42);
         assert!(c.augment.is_none());
-        let again = ExperimentConfig::parse(&c.to_toml()).unwrap();
+        let again = ExperimentConfig::parse(&c.to_toml().unwrap()).unwrap();
         assert_eq!(again, c);
     }
 

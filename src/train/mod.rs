@@ -16,8 +16,8 @@ use crate::infer::{
 use crate::metrics::Metrics;
 use crate::model::file::{model_from_bytes, model_to_bytes, ModelMeta};
 use crate::model::LeukoNet;
+use crate::preprocess::{images_tensor, labels_tensor, plain_batch, prepare, InputSet};
 use crate::split::{oversample, rng_for, Split};
-use crate::tensors::{images_tensor, labels_tensor, plain_batch, prepare, InputSet};
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::Device;
@@ -167,7 +167,7 @@ pub fn train(
         check_resumable(rd, cfg, split)?;
     }
     rd.create()?;
-    crate::fsutil::write_atomic(&rd.config(), cfg.to_toml().as_bytes())?;
+    crate::fsutil::write_atomic(&rd.config(), cfg.to_toml()?.as_bytes())?;
     split.write(&rd.split())?;
 
     let prep_bar = crate::progress::bar(3, "preparing", opts.quiet);
@@ -214,6 +214,7 @@ pub fn train(
         net: net_cfg.clone(),
         classes: classes.labels().to_vec(),
         input: cfg.input.clone(),
+        isolation: crate::preprocess::training_isolation(),
         experiment: cfg.name.clone(),
         seed: cfg.seed,
         epoch,
@@ -532,7 +533,7 @@ pub fn train(
     crate::fsutil::write_atomic(
         &rd.metrics(),
         serde_json::to_string_pretty(&metrics_json)
-            .unwrap_or_default()
+            .map_err(|e| LeukoError::Invalid(format!("cannot write metrics.json: {e}")))?
             .as_bytes(),
     )?;
     plots::curves(&rd.curves(), &state.history, state.best_epoch)?;
@@ -586,6 +587,7 @@ pub fn class_names(classes: &[ClassLabel]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::infer::apply_prior;
 
     #[test]
     fn prior_reweights_and_renormalises_by_bayes_rule() {

@@ -5,7 +5,7 @@ use crate::data::ClassLabel;
 use crate::error::{LeukoError, Result};
 use crate::metrics::Metrics;
 use crate::plot::{ensure_font, save_png};
-use crate::tensors::InputSet;
+use crate::preprocess::InputSet;
 use image::RgbImage;
 use plotters::prelude::*;
 use std::path::Path;

@@ -327,26 +327,6 @@ fn unsupported_geometries_fall_back_to_stock_conv2d() {
     }
 }
 
-#[cfg(feature = "ndarray")]
-#[test]
-#[allow(deprecated)]
-fn other_backends_fall_back_to_stock_conv2d() {
-    let device = Device::ndarray();
-    assert!(!is_fast_path(&device));
-    assert!(!is_fast_path(&device.clone().autodiff()));
-    let c = case(2, 3, 5, 6, 7, 3, true);
-    let (x, w, b) = c.inputs(3, &device);
-    let want = values(c.stock(x.clone(), w.clone(), b.clone()));
-    assert_close(&values(conv2d(x, w, b, 1)), &want, "ndarray");
-}
-
-#[cfg(not(feature = "ndarray"))]
-#[test]
-fn other_backends_fall_back_to_stock_conv2d() {
-    // No non-flex backend is compiled into this build (enable the `ndarray` feature to test one).
-    eprintln!("skipped: no non-flex backend compiled in");
-}
-
 /// Two convolutions, enough to exercise input gradients between layers.
 #[derive(Module, Debug)]
 struct TinyNet {

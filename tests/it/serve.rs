@@ -14,7 +14,7 @@ use std::io::{Read, Write};
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt;
 
-mod common;
+use crate::common;
 use common::crc32;
 
 const BOUNDARY: &str = "leukoTestBoundary7MA4YWxkTrZu0gW";
@@ -107,7 +107,8 @@ async fn classify(parts: &[(&str, &[u8])]) -> (StatusCode, Value) {
 }
 
 fn assert_valid_cell(c: &Value) {
-    // `class` as the data set spells it; probabilities keyed in lower case.
+    // The wire format of `leuko predict --format json`: `class` and the probability keys spelled
+    // as the model stores its classes, the box nested.
     let classes = [
         "NEUTROPHIL",
         "EOSINOPHIL",
@@ -117,19 +118,20 @@ fn assert_valid_cell(c: &Value) {
     ];
     let class_name = c["class"].as_str().expect("class");
     assert!(classes.contains(&class_name), "{class_name}");
-    let class = class_name.to_ascii_lowercase();
-    let class = class.as_str();
+    let class = class_name;
     let probs = c["probabilities"].as_object().expect("probabilities");
     let sum: f64 = probs.values().map(|p| p.as_f64().unwrap()).sum();
     assert!((sum - 1.0).abs() < 1e-3, "probabilities sum to {sum}");
     let conf = c["confidence"].as_f64().unwrap();
     assert!((probs[class].as_f64().unwrap() - conf).abs() < 1e-6);
     assert!(probs.values().all(|p| p.as_f64().unwrap() <= conf + 1e-6));
-    for k in ["x_min", "y_min", "x_max", "y_max", "cell"] {
-        assert!(c[k].as_u64().is_some(), "{k}: {c}");
+    assert!(c["cell"].as_u64().is_some(), "cell: {c}");
+    let b = &c["box"];
+    for k in ["x_min", "y_min", "x_max", "y_max"] {
+        assert!(b[k].as_u64().is_some(), "{k}: {c}");
     }
-    assert!(c["x_min"].as_u64() < c["x_max"].as_u64());
-    assert!(c["y_min"].as_u64() < c["y_max"].as_u64());
+    assert!(b["x_min"].as_u64() < b["x_max"].as_u64());
+    assert!(b["y_min"].as_u64() < b["y_max"].as_u64());
     assert!(c["review"].is_boolean());
     let reasons = c["review_reasons"].as_array().unwrap();
     assert_eq!(c["review"].as_bool().unwrap(), !reasons.is_empty());

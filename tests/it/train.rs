@@ -107,7 +107,8 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
             "{prior:?} vs {counts:?}"
         );
     }
-    let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+    let test =
+        leuko::preprocess::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
     let (_, preds, _) = leuko::infer::evaluate_set(
         &model,
         &test,
@@ -205,7 +206,7 @@ fn resume_refuses_a_folder_of_another_experiment() {
     let split = reference_split(&ds);
     let cfg = ExperimentConfig::parse(SMALL).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("config.toml"), cfg.to_toml()).unwrap();
+    std::fs::write(dir.path().join("config.toml"), cfg.to_toml().unwrap()).unwrap();
     split.write(&dir.path().join("split.json")).unwrap();
 
     let mut other = cfg.clone();
@@ -229,5 +230,5 @@ fn resume_refuses_a_folder_of_another_experiment() {
     assert!(err.contains("another split"), "{err}");
     // Nothing was overwritten by the refused attempts.
     let kept = std::fs::read_to_string(dir.path().join("config.toml")).unwrap();
-    assert_eq!(kept, cfg.to_toml());
+    assert_eq!(kept, cfg.to_toml().unwrap());
 }

@@ -35,7 +35,8 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
         split.seed, meta.seed,
         "the split is the one the model was trained on"
     );
-    let test = leuko::tensors::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+    let test =
+        leuko::preprocess::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
     // As `predict` classifies: the training frequencies recorded in the model as prior.
     let prior = leuko::infer::Prior::Data.weights(&meta);
     assert!(
@@ -102,7 +103,7 @@ fn embedded_model_calls_cells_the_same_under_a_colour_cast() {
         for s in &split.test {
             let photo = leuko::imageio::load_rgb(&ds.dir.image_path(s.image_id)).unwrap();
             let mut cast_photo = photo.clone();
-            leuko::tensors::colour_cast(&mut cast_photo, leuko::tensors::ColourCast(cast));
+            leuko::preprocess::colour_cast(&mut cast_photo, leuko::preprocess::ColourCast(cast));
             same += usize::from(top(&photo) == top(&cast_photo));
         }
         let agreement = same as f64 / split.test.len() as f64;

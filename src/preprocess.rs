@@ -4,10 +4,142 @@
 use crate::data::{ClassSet, DataDir, Sample};
 use crate::error::Result;
 use crate::stain::ColourBalance;
-use crate::train::config::InputConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use image::RgbImage;
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// What the network sees.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum InputConfig {
+    /// The whole photo, resized (stretched) to `width` x `height`.
+    Whole {
+        width: u32,
+        height: u32,
+        /// See `Crop::white_balance`.
+        #[serde(default)]
+        white_balance: bool,
+    },
+    /// The largest isolated leukocyte, cropped and resized to `size` x `size`.
+    Crop {
+        size: u32,
+        /// Context added around the leukocyte's box on each side, as a share
+        /// of the box's width and height (0 = the box exactly, as the study).
+        #[serde(default)]
+        margin: f64,
+        /// `true`: cut a square around the box so the cell keeps its shape;
+        /// `false`: stretch the box to the square (the study's choice).
+        #[serde(default)]
+        keep_aspect: bool,
+        /// `true`: scale each colour channel so that the photo's background
+        /// becomes the same neutral gray ([`crate::preprocess::white_balance`]),
+        /// in training and in prediction. A different lamp, camera or stain
+        /// shifts every pixel's colour; without this, a network trained on one
+        /// microscope's photos reads the shift as cell type.
+        #[serde(default)]
+        white_balance: bool,
+        /// `true`: also scale each channel's optical density so that the
+        /// photo's erythrocytes get the same density in every photo
+        /// ([`crate::stain::ColourBalance::stain`]): smears stained longer or
+        /// thicker look like the others. Needs `white_balance`.
+        #[serde(default)]
+        normalise_stain: bool,
+        /// `true`: paint the crop outside the leukocyte's ellipse in the
+        /// background colour ([`crate::preprocess::mask_context`]), so that the
+        /// network sees the cell and not its smear.
+        #[serde(default)]
+        mask_context: bool,
+    },
+}
+
+impl InputConfig {
+    /// What the network sees, in words: "128x128 crops of the largest leukocyte, white-balanced".
+    pub fn describe(&self) -> String {
+        let (w, h) = self.dims();
+        let mut s = match self {
+            InputConfig::Whole { .. } => format!("whole photos resized to {w}x{h}"),
+            InputConfig::Crop {
+                margin,
+                keep_aspect,
+                ..
+            } => {
+                let mut s = format!("{w}x{h} crops of the largest leukocyte");
+                if *margin > 0.0 {
+                    s += &format!(" with {:.0}% margin", margin * 100.0);
+                }
+                if *keep_aspect {
+                    s += ", aspect kept";
+                }
+                s
+            }
+        };
+        for (on, what) in [
+            (self.white_balance(), "white-balanced"),
+            (self.normalise_stain(), "stain-normalised"),
+            (self.mask_context(), "background masked"),
+        ] {
+            if on {
+                s += ", ";
+                s += what;
+            }
+        }
+        s
+    }
+
+    /// (width, height) of the network input.
+    pub fn dims(&self) -> (u32, u32) {
+        match *self {
+            InputConfig::Whole { width, height, .. } => (width, height),
+            InputConfig::Crop { size, .. } => (size, size),
+        }
+    }
+
+    /// Whether inputs are white-balanced against their photo's background.
+    pub fn white_balance(&self) -> bool {
+        match *self {
+            InputConfig::Whole { white_balance, .. } | InputConfig::Crop { white_balance, .. } => {
+                white_balance
+            }
+        }
+    }
+
+    /// Whether inputs are stain-normalised against their photo's erythrocytes.
+    pub fn normalise_stain(&self) -> bool {
+        match *self {
+            InputConfig::Whole { .. } => false,
+            InputConfig::Crop {
+                normalise_stain, ..
+            } => normalise_stain,
+        }
+    }
+
+    /// Whether crops are masked to the leukocyte's ellipse.
+    pub fn mask_context(&self) -> bool {
+        match *self {
+            InputConfig::Whole { .. } => false,
+            InputConfig::Crop { mask_context, .. } => mask_context,
+        }
+    }
+
+    /// How a leukocyte's box becomes the network input; `None` for whole photos.
+    pub fn crop_config(&self) -> Option<crate::isolate::CropConfig> {
+        match *self {
+            InputConfig::Whole { .. } => None,
+            InputConfig::Crop {
+                size,
+                margin,
+                keep_aspect,
+                ..
+            } => Some(crate::isolate::CropConfig {
+                size_px: size,
+                margin_fraction: margin,
+                keep_aspect,
+                ..crate::isolate::CropConfig::default()
+            }),
+        }
+    }
+}
 
 /// The network input for one photo, and whether a leukocyte was found in it.
 pub fn network_input(photo: &RgbImage, input: &InputConfig) -> (RgbImage, bool) {
@@ -81,12 +213,18 @@ pub fn mask_context(img: &mut RgbImage, fill: [u8; 3]) {
     }
 }
 
+/// The isolation settings training cuts its crops with (recorded in every model file, see
+/// [`crate::model::file::ModelMeta::isolation`]).
+pub fn training_isolation() -> crate::isolate::IsolationConfig {
+    crate::isolate::IsolationConfig::default()
+}
+
 fn unbalanced_input(photo: &RgbImage, input: &InputConfig, magnification: f32) -> (RgbImage, bool) {
     let (w, h) = input.dims();
     match input.crop_config() {
         None => (resize(photo, w, h), true),
         Some(crop) => {
-            let cfg = crate::isolate::IsolationConfig::default();
+            let cfg = training_isolation();
             let boxes = crate::isolate::isolate_at(photo, &cfg, magnification);
             match boxes.first() {
                 Some(b) => (crate::isolate::crop(photo, b, &crop), true),

@@ -7,7 +7,7 @@ use burn::tensor::Device;
 use leuko::data::ClassLabel;
 use leuko::model::file::{load_model, model_from_bytes, model_to_bytes, save_model, ModelMeta};
 use leuko::model::NetConfig;
-use leuko::tensors::{images_tensor, labels_tensor};
+use leuko::preprocess::{images_tensor, labels_tensor};
 use leuko::train::config::InputConfig;
 use rand::{Rng, SeedableRng};
 
@@ -23,6 +23,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
             normalise_stain: false,
             mask_context: false,
         },
+        isolation: Default::default(),
         experiment: "test".into(),
         seed: 1,
         epoch: 1,
@@ -216,7 +217,7 @@ fn eval_mode_agrees_with_train_mode_after_training() {
         })
         .collect();
     let refs: Vec<&image::RgbImage> = images.iter().collect();
-    let x = leuko::tensors::plain_batch(&refs);
+    let x = leuko::preprocess::plain_batch(&refs);
     for _ in 0..40 {
         let loss = loss_fn.forward(
             model.forward(images_tensor(x.clone(), n as usize, size, size, &device)),
@@ -225,7 +226,7 @@ fn eval_mode_agrees_with_train_mode_after_training() {
         let grads = GradientsParams::from_grads(loss.backward(), &model);
         model = optim.step(3e-3, model, grads);
     }
-    let set = leuko::tensors::InputSet {
+    let set = leuko::preprocess::InputSet {
         ids: (0..n).collect(),
         labels: labels.clone(),
         images: images.clone(),
@@ -332,4 +333,19 @@ fn dihedral_views_average_the_eight_flips_and_rotations() {
     // A random network is not symmetric: the views really differ.
     assert!(single.iter().any(|p| (p[0] - single[0][0]).abs() > 1e-6));
     assert!((tta[0].iter().sum::<f32>() - 1.0).abs() < 1e-5);
+}
+
+/// A model file records its isolation settings; a header without them (files written before
+/// the field existed, like the embedded model's) loads with the defaults it was trained with.
+#[test]
+fn isolation_settings_round_trip_and_default_for_old_files() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![4, 8], 4);
+    let mut m = meta(&net);
+    m.isolation.merge_gap_fraction *= 2.0;
+    let bytes = model_to_bytes(&net.init(&device), &m).unwrap();
+    let (_, back) = model_from_bytes(&bytes, "m", &device).unwrap();
+    assert_eq!(back.isolation, m.isolation);
+    let (old, _) = leuko::model::file::read_meta(leuko::predict::EMBEDDED_MODEL).unwrap();
+    assert_eq!(old.isolation, leuko::isolate::IsolationConfig::default());
 }

@@ -6,7 +6,7 @@ use image::{ImageBuffer, Luma, Rgb, RgbImage, Rgba};
 use std::path::PathBuf;
 use std::process::Output;
 
-mod common;
+use crate::common;
 use common::{huge_png_header, photo, s, text};
 
 const CLASSES: [&str; 5] = [
@@ -268,7 +268,7 @@ fn usage_errors_exit_with_one_and_the_table_reads_well() {
         assert!(header.contains(col), "{header}");
     }
     assert!(lines.next().unwrap().contains("BloodImage_00000.jpg"));
-    assert!(out.contains("1 photos: "), "{out}");
+    assert!(out.contains("\n1 photo: "), "{out}");
 }
 
 /// Every cell's probabilities per class name, in photo and cell order.
@@ -328,7 +328,7 @@ fn the_default_prior_is_bayes_rule_over_the_flat_outputs() {
 /// cells more loosely.
 #[test]
 fn predict_at_another_magnification_finds_the_cells_in_the_photos_pixels() {
-    use leuko::tensors::{magnify, Magnification};
+    use leuko::preprocess::{magnify, Magnification};
     let dir = tempfile::tempdir().unwrap();
     let mut iou_told = Vec::new();
     let mut iou_untold = Vec::new();

@@ -8,7 +8,7 @@ use leuko::isolate::{isolate, IsolationConfig};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-mod common;
+use crate::common;
 use common::{huge_png_header, text};
 
 const PHOTO: &str = "../shared/data/bccd/JPEGImages/BloodImage_00000.jpg";

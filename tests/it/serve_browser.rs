@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod common;
+use crate::common;
 
 fn find_program(env_var: &str, names: &[&str]) -> Option<PathBuf> {
     if let Some(p) = std::env::var_os(env_var) {

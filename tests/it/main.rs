@@ -1,0 +1,16 @@
+//! The integration tests, as one binary (one link instead of one per file).
+
+mod common;
+mod data_fixtures;
+mod data_real;
+mod default_model;
+mod isolate_cli;
+mod isolate_real;
+mod isolate_synthetic;
+mod model;
+mod predict_cli;
+mod report;
+mod serve;
+mod serve_browser;
+mod stain;
+mod train;
