@@ -4,9 +4,10 @@
 
 use crate::data::Dataset;
 use crate::error::{LeukoError, Result};
+use crate::metrics::Metrics;
 use crate::split::Split;
 use crate::train::config::ExperimentConfig;
-use crate::train::{train, RunDir, TrainOptions};
+use crate::train::{train, RunDir, RunMetrics, TrainObserver, TrainOptions};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -88,11 +89,11 @@ pub fn earlier_run(
     cfg: &ExperimentConfig,
     split: &Split,
 ) -> Result<EarlierRun> {
-    let Ok(text) = std::fs::read_to_string(dir.config()) else {
+    let Some((earlier, earlier_split)) = crate::train::started_with(dir)? else {
         return Ok(EarlierRun::None);
     };
-    let same_config = ExperimentConfig::parse(&text).is_ok_and(|c| &c == cfg);
-    let same_split = std::fs::read_to_string(dir.split()).is_ok_and(|t| t == split.to_json());
+    let same_config = &earlier == cfg;
+    let same_split = earlier_split.is_some_and(|t| t == split.to_json());
     if !same_config || !same_split {
         return Err(LeukoError::Config(format!(
             "{} holds a run of another {}; choose another --out, or leave out --resume to train it again",
@@ -100,35 +101,22 @@ pub fn earlier_run(
             if same_config { "split" } else { "config" }
         )));
     }
-    let Ok(bytes) = std::fs::read(dir.metrics()) else {
+    let Some(m) = RunMetrics::read(dir)? else {
         return Ok(EarlierRun::Unfinished);
     };
-    let bad = |what: &str| LeukoError::Invalid(format!("{}: {what}", dir.metrics().display()));
-    let m: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| bad(&e.to_string()))?;
-    let num = |v: &serde_json::Value, key: &str| {
-        v.get(key)
-            .and_then(serde_json::Value::as_f64)
-            .ok_or_else(|| bad(&format!("no number '{key}'")))
-    };
-    let scores = |v: &serde_json::Value| -> Result<[f64; 3]> {
-        Ok([num(v, "kappa")?, num(v, "accuracy")?, num(v, "macro_f1")?])
-    };
-    let test = scores(m.get("test").ok_or_else(|| bad("no 'test' metrics"))?)?;
-    let flat = match m.get("test_flat_prior") {
-        Some(v) if !v.is_null() => Some(scores(v)?),
-        _ => None,
-    };
+    let scores = |m: &Metrics| [m.kappa, m.accuracy, m.macro_f1];
+    let test = scores(&m.test);
     Ok(EarlierRun::Finished(StageResult {
         stage: label.to_string(),
         experiment: cfg.name.clone(),
-        parameters: num(&m, "parameters_keras_count")? as usize,
-        epochs_run: num(&m, "epochs_run")? as usize,
-        best_epoch: num(&m, "best_epoch")? as usize,
-        train_seconds: num(&m, "train_seconds")?,
+        parameters: m.parameters_keras_count,
+        epochs_run: m.epochs_run,
+        best_epoch: m.best_epoch,
+        train_seconds: m.train_seconds,
         kappa: test[0],
         accuracy: test[1],
         macro_f1: test[2],
-        flat,
+        flat: m.test_flat_prior.as_ref().map(scores),
     }))
 }
 
@@ -143,6 +131,7 @@ pub fn run(
     out: &Path,
     resume: bool,
     quiet: bool,
+    observer: &mut dyn TrainObserver,
 ) -> Result<Vec<Vec<StageResult>>> {
     let known = stage_names();
     if let Some(bad) = only.iter().find(|n| !known.contains(n)) {
@@ -198,7 +187,7 @@ pub fn run(
                 quiet,
                 eval_batch: 64,
             };
-            let o = train(cfg, dataset, split, &opts)?;
+            let o = train(cfg, dataset, split, &opts, observer)?;
             row.push(StageResult {
                 stage: label.clone(),
                 experiment: cfg.name.clone(),
@@ -472,13 +461,28 @@ mod tests {
             EarlierRun::Unfinished
         );
 
-        let metrics = serde_json::json!({
-            "experiment": "final", "best_epoch": 52, "epochs_run": 60,
-            "train_seconds": 616.5, "parameters_keras_count": 122180,
-            "test": {"kappa": 0.865, "accuracy": 0.926, "macro_f1": 0.835},
-            "test_flat_prior": {"kappa": 0.824, "accuracy": 0.897, "macro_f1": 0.865},
-        });
-        std::fs::write(dir.metrics(), metrics.to_string()).unwrap();
+        let scored = |kappa, accuracy, macro_f1| Metrics {
+            kappa,
+            accuracy,
+            macro_f1,
+            ..Metrics::compute(ClassSet::default_four().labels(), &[0], &[0])
+        };
+        let metrics = RunMetrics {
+            experiment: "final".into(),
+            seed: 42,
+            best_epoch: 52,
+            epochs_run: 60,
+            averaged_epochs: 0,
+            train_seconds: 616.5,
+            parameters_keras_count: 122180,
+            review_threshold: None,
+            class_prior: None,
+            val: scored(0.9, 0.9, 0.9),
+            test: scored(0.865, 0.926, 0.835),
+            test_flat_prior: Some(scored(0.824, 0.897, 0.865)),
+            test_photos_without_leukocyte: Vec::new(),
+        };
+        std::fs::write(dir.metrics(), serde_json::to_string(&metrics).unwrap()).unwrap();
         let EarlierRun::Finished(r) = earlier_run(&dir, &label, &cfg, &split).unwrap() else {
             panic!("a finished run is not recognised");
         };
@@ -508,7 +512,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("metrics.json") && err.contains("kappa"),
+            err.contains("metrics.json") && err.contains("missing field"),
             "{err}"
         );
     }

@@ -256,4 +256,35 @@ mod tests {
         assert!((t - 0.575).abs() < 1e-6, "{t}");
         assert_eq!(choose_review_threshold(&[], 0.95, 0.25), None);
     }
+
+    #[test]
+    fn prior_reweights_and_renormalises_by_bayes_rule() {
+        // A balanced network unsure between two types (0.5 / 0.5) follows the
+        // prior; a 0.2 / 0.8 call against a 0.8 / 0.2 prior becomes a tie
+        // (0.16 / 0.16).
+        let mut p = vec![vec![0.5, 0.5], vec![0.2, 0.8], vec![1.0, 0.0]];
+        apply_prior(&mut p, Some(&[0.8, 0.2]));
+        let want = [[0.8, 0.2], [0.5, 0.5], [1.0, 0.0]];
+        for (got, want) in p.iter().zip(want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-6, "{got:?} vs {want:?}");
+            }
+        }
+        let mut q = vec![vec![0.3, 0.7]];
+        apply_prior(&mut q, None);
+        assert_eq!(q, vec![vec![0.3, 0.7]]);
+        // All mass on classes the prior rules out: left as it is rather than NaN.
+        let mut z = vec![vec![0.0, 1.0]];
+        apply_prior(&mut z, Some(&[1.0, 0.0]));
+        assert_eq!(z, vec![vec![0.0, 1.0]]);
+    }
+
+    #[test]
+    fn label_frequencies_count_each_class() {
+        assert_eq!(
+            label_frequencies(&[0, 0, 1, 3], 4),
+            vec![0.5, 0.25, 0.0, 0.25]
+        );
+        assert_eq!(label_frequencies(&[], 2), vec![0.0, 0.0]);
+    }
 }

@@ -606,12 +606,13 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review"
+            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons"
         );
         assert_eq!(lines.len(), 1 + 2 + 1 + 1, "{csv}");
         assert!(lines[1].starts_with("\"a,<b>.jpg\",1,10,20,110,120,NEUTROPHIL,0.9000,0.9000,"));
-        assert!(lines[2].ends_with(",true"));
-        assert_eq!(lines[3], "empty.png,0,,,,,none,,,,,,false");
+        assert!(lines[1].ends_with(",false,"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",true,low_confidence"), "{}", lines[2]);
+        assert_eq!(lines[3], "empty.png,0,,,,,none,,,,,,false,");
         assert!(!csv.contains("broken"));
     }
 

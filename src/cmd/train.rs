@@ -6,7 +6,7 @@ use anyhow::Context;
 use leuko::data::{ClassSet, DataDir, Dataset};
 use leuko::split::{make_folds, make_split, Split};
 use leuko::train::config::ExperimentConfig;
-use leuko::train::{train, RunDir, TrainOptions};
+use leuko::train::{train, RunDir, TrainEvent, TrainObserver, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -36,6 +36,47 @@ pub struct TrainArgs {
     /// No progress bars or epoch lines.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// Prints a training run's events on stderr (nothing with `--quiet`).
+pub struct EpochPrinter {
+    pub quiet: bool,
+}
+
+impl TrainObserver for EpochPrinter {
+    fn event(&mut self, event: TrainEvent<'_>) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            TrainEvent::Resuming {
+                epochs_done,
+                steps_done,
+            } => eprintln!("resuming after epoch {epochs_done} ({steps_done} steps)"),
+            TrainEvent::NothingToResume { dir } => {
+                eprintln!("nothing to resume in {}: starting afresh", dir.display())
+            }
+            TrainEvent::Epoch { record: r, improved } => eprintln!(
+                "epoch {:>3}  train loss {:.3} acc {:.3} kappa {:.3} | val loss {:.3} acc {:.3} kappa {:.3} | lr {:.2e} {:.1}s{}",
+                r.epoch,
+                r.train_loss,
+                r.train_accuracy,
+                r.train_kappa,
+                r.val_loss,
+                r.val_accuracy,
+                r.val_kappa,
+                r.learning_rate,
+                r.seconds,
+                if improved { "  *best" } else { "" }
+            ),
+            TrainEvent::EarlyStop { patience } => {
+                eprintln!("early stop: no better validation loss for {patience} epochs")
+            }
+            TrainEvent::Averaged { first, last } => eprintln!(
+                "model: mean weights of epochs {first}-{last} (batch-norm statistics over all training batches)"
+            ),
+        }
+    }
 }
 
 /// Number of folds `--fold` refers to.
@@ -103,8 +144,14 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         quiet: a.quiet,
         eval_batch: 64,
     };
-    let outcome = train(&cfg, &ds, &split, &opts)
-        .with_context(|| format!("training {}", a.config.display()))?;
+    let outcome = train(
+        &cfg,
+        &ds,
+        &split,
+        &opts,
+        &mut EpochPrinter { quiet: a.quiet },
+    )
+    .with_context(|| format!("training {}", a.config.display()))?;
     println!(
         "{}: best epoch {} of {}, {:.0} s of training; test kappa {:.3}, accuracy {:.3}, macro F1 {:.3}\nmodel: {}",
         cfg.name,
@@ -423,8 +470,16 @@ pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
             format!("Case study on the grouped split (seed {})", a.seed),
         ),
     };
-    let results =
-        leuko::case_study::run(&ds, &splits, &a.stages, a.seed, &a.out, a.resume, a.quiet)?;
+    let results = leuko::case_study::run(
+        &ds,
+        &splits,
+        &a.stages,
+        a.seed,
+        &a.out,
+        a.resume,
+        a.quiet,
+        &mut EpochPrinter { quiet: a.quiet },
+    )?;
     leuko::case_study::write_report(&a.out, &results, &title)?;
     print!("{}", leuko::case_study::markdown(&results, &title));
     eprintln!("wrote {}", a.out.join("case-study.md").display());

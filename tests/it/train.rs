@@ -3,7 +3,7 @@
 use leuko::data::{ClassSet, DataDir, Dataset};
 use leuko::split::Split;
 use leuko::train::config::ExperimentConfig;
-use leuko::train::{train, RunDir, TrainOptions};
+use leuko::train::{train, RunDir, Silent, TrainOptions};
 use std::path::Path;
 
 fn dataset() -> Dataset {
@@ -51,7 +51,7 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
     let split = reference_split(&ds);
     let cfg = ExperimentConfig::parse(SMALL).unwrap();
     let tmp = tempfile::tempdir().unwrap();
-    let out = train(&cfg, &ds, &split, &opts(tmp.path(), false)).unwrap();
+    let out = train(&cfg, &ds, &split, &opts(tmp.path(), false), &mut Silent).unwrap();
     assert!(
         out.test.kappa > 0.3,
         "test kappa {} (accuracy {})",
@@ -156,14 +156,14 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
     });
 
     let whole = tempfile::tempdir().unwrap();
-    let full = train(&cfg, &ds, &split, &opts(whole.path(), false)).unwrap();
+    let full = train(&cfg, &ds, &split, &opts(whole.path(), false), &mut Silent).unwrap();
 
     // "Interrupted" after 2 epochs: the same run with a 2-epoch budget, then resumed.
     let part = tempfile::tempdir().unwrap();
     let mut short = cfg.clone();
     short.train.epochs = 2;
-    train(&short, &ds, &split, &opts(part.path(), false)).unwrap();
-    let resumed = train(&cfg, &ds, &split, &opts(part.path(), true)).unwrap();
+    train(&short, &ds, &split, &opts(part.path(), false), &mut Silent).unwrap();
+    let resumed = train(&cfg, &ds, &split, &opts(part.path(), true), &mut Silent).unwrap();
 
     assert_eq!(resumed.history.len(), 4);
     for (a, b) in full.history.iter().zip(&resumed.history) {
@@ -211,7 +211,7 @@ fn resume_refuses_a_folder_of_another_experiment() {
 
     let mut other = cfg.clone();
     other.net.dropout = 0.5;
-    let err = match train(&other, &ds, &split, &opts(dir.path(), true)) {
+    let err = match train(&other, &ds, &split, &opts(dir.path(), true), &mut Silent) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("resumed a run of another config"),
     };
@@ -223,7 +223,7 @@ fn resume_refuses_a_folder_of_another_experiment() {
     let mut moved = split.clone();
     let photo = moved.train.pop().unwrap();
     moved.test.push(photo);
-    let err = match train(&cfg, &ds, &moved, &opts(dir.path(), true)) {
+    let err = match train(&cfg, &ds, &moved, &opts(dir.path(), true), &mut Silent) {
         Err(e) => e.to_string(),
         Ok(_) => panic!("resumed a run on another split"),
     };
