@@ -280,24 +280,6 @@ fn thumbnail_uri(img: &image::RgbImage, side: u32) -> String {
     }
 }
 
-fn type_name(c: ClassLabel) -> String {
-    let s = c.lower();
-    let mut out = s[..1].to_uppercase();
-    out.push_str(&s[1..]);
-    out
-}
-
-/// Bar colours per type (colour-blind-safe Okabe-Ito palette).
-fn type_colour(c: ClassLabel) -> &'static str {
-    match c {
-        ClassLabel::Neutrophil => "#0072B2",
-        ClassLabel::Lymphocyte => "#E69F00",
-        ClassLabel::Monocyte => "#009E73",
-        ClassLabel::Eosinophil => "#D55E00",
-        ClassLabel::Basophil => "#CC79A7",
-    }
-}
-
 /// A horizontal bar chart of the percentages, as inline SVG.
 fn bar_chart_svg(counts: &[TypeCount]) -> String {
     let (label_w, bar_w, row_h) = (110.0, 360.0, 28.0);
@@ -317,10 +299,10 @@ fn bar_chart_svg(counts: &[TypeCount]) -> String {
              <text x=\"{vx:.1}\" y=\"{ty}\" font-size=\"13\">{p:.1}%</text>",
             x = label_w - 8.0,
             ty = y + row_h * 0.62,
-            name = type_name(t.class),
+            name = t.class.display_name(),
             bx = label_w,
             h = row_h - 8.0,
-            fill = type_colour(t.class),
+            fill = t.class.colour(),
             vx = label_w + w + 6.0,
             p = t.percent,
         );
@@ -381,7 +363,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
         let _ = writeln!(
             h,
             "<tr><td>{}{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}%</td><td class=\"n\">{}</td></tr>",
-            type_name(t.class),
+            t.class.display_name(),
             if t.in_model { "" } else { " *" },
             t.count,
             t.percent,
@@ -397,7 +379,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     let missing: Vec<String> = counts
         .iter()
         .filter(|t| !t.in_model)
-        .map(|t| type_name(t.class))
+        .map(|t| t.class.display_name())
         .collect();
     if !missing.is_empty() {
         let _ = writeln!(
@@ -452,7 +434,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
                 b.y_min,
                 b.x_max,
                 b.y_max,
-                type_name(c.class),
+                c.class.display_name(),
                 c.confidence,
                 reasons_text(&c.review_reasons)
             );
@@ -466,7 +448,7 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
         let _ = writeln!(
             h,
             "<h3>{} ({})</h3>\n<div class=\"gallery\">",
-            type_name(t.class),
+            t.class.display_name(),
             t.count
         );
         let cells = results

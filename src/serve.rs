@@ -236,6 +236,8 @@ pub struct Health {
     pub experiment: String,
     /// The model's classes, in probability order, as the data set spells them.
     pub classes: Vec<&'static str>,
+    /// The colour of each type (every type, not only the model's), as the report draws it.
+    pub colours: std::collections::BTreeMap<&'static str, &'static str>,
     pub review_threshold: f32,
     pub max_body_bytes: usize,
     pub max_concurrent: usize,
@@ -248,6 +250,10 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         model: c.origin().to_string(),
         experiment: c.meta().experiment.clone(),
         classes: c.classes().iter().map(|k| k.as_str()).collect(),
+        colours: crate::data::ClassLabel::ALL
+            .iter()
+            .map(|k| (k.as_str(), k.colour()))
+            .collect(),
         review_threshold: c.rules().min_confidence,
         max_body_bytes: state.config.max_body_bytes,
         max_concurrent: state.config.max_concurrent,

@@ -5,10 +5,8 @@
 "use strict";
 
 const CLINICAL_ORDER = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"];
-const COLORS = {
-  neutrophil: "#2f6fdb", lymphocyte: "#16a34a", monocyte: "#8b3fd1",
-  eosinophil: "#e0661b", basophil: "#c0264b",
-};
+// Filled from /api/health: the report's colours (one palette for page and report).
+const COLORS = {};
 const REASONS = {
   low_confidence: "low confidence",
   touches_border: "touches the photo border",
@@ -43,6 +41,7 @@ async function loadHealth() {
     const r = await fetch("/api/health");
     const h = await r.json();
     state.classes = (h.classes || []).map((k) => k.toLowerCase());
+    for (const [k, c] of Object.entries(h.colours || {})) COLORS[k.toLowerCase()] = c;
     if (h.max_body_bytes) state.maxBody = h.max_body_bytes;
     const info = $("model-info");
     info.textContent = "";

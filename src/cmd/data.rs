@@ -143,7 +143,9 @@ fn run_counts(dir: &DataDir, cmd: &DataCommand) -> anyhow::Result<ExitCode> {
         }
     }
     if let Some(path) = &cmd.plot {
-        let labels: Vec<String> = counts.iter().map(|(c, _)| c.to_string()).collect();
+        // Title case: plotters' ab_glyph text drops each glyph's left bearing, which leaves gaps
+        // around capitals such as T and Y ("NEU TROPHIL").
+        let labels: Vec<String> = counts.iter().map(|(c, _)| c.display_name()).collect();
         let values: Vec<f64> = counts.iter().map(|(_, n)| *n as f64).collect();
         let img =
             leuko::plot::bar_chart("BCCD: usable photos per class", &labels, &values, "photos")?;

@@ -161,13 +161,15 @@ fn run_in_pool(
             .with_context(|| format!("--boxes {}", csv_path.display()))?;
     }
     let read = outcomes.len() - outcomes.iter().filter(|o| o.result.is_err()).count();
-    println!(
-        "{}: {}, {} without one, {} unreadable",
-        count(read, "photo", "photos"),
-        count(n_cells, "leukocyte", "leukocytes"),
-        none_found,
-        bad
-    );
+    if !a.inputs.is_empty() {
+        println!(
+            "{}: {}, {} without one, {} unreadable",
+            count(read, "photo", "photos"),
+            count(n_cells, "leukocyte", "leukocytes"),
+            none_found,
+            bad
+        );
+    }
     if a.score {
         let dir = leuko::data::DataDir::resolve(a.data.data.as_deref())?;
         let report = score_dataset(&dir, cfg)?;

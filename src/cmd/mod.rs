@@ -45,7 +45,7 @@ impl std::error::Error for NoPhotos {}
 /// when they name none and nothing went wrong reading them.
 pub fn photos_of(inputs: &[PathBuf]) -> anyhow::Result<Vec<Result<PathBuf, (PathBuf, String)>>> {
     let found = leuko::data::photos::collect_photos(inputs);
-    if found.is_empty() {
+    if found.is_empty() && !inputs.is_empty() {
         return Err(NoPhotos(leuko::data::photos::no_photos_message(inputs)).into());
     }
     Ok(found)

@@ -3,7 +3,6 @@
 use super::label::ClassLabel;
 use crate::error::{LeukoError, Result};
 use std::path::Path;
-use std::str::FromStr;
 
 /// What `labels.csv` says about one image.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +129,7 @@ fn parse_category(raw: &str) -> std::result::Result<Category, String> {
         .collect();
     let labels = parts
         .iter()
-        .map(|p| ClassLabel::from_str(p).map_err(|e| format!("Category: {e}")))
+        .map(|p| ClassLabel::standard(p).map_err(|e| format!("Category: {e}")))
         .collect::<std::result::Result<Vec<_>, _>>()?;
     Ok(match labels.len() {
         0 => Category::Unlabelled,

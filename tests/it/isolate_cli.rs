@@ -161,13 +161,13 @@ fn folder_run_reports_bad_files_and_goes_on() {
         );
     }
     assert!(stdout.contains("white.png: no leukocyte found"), "{stdout}");
-    for crop in ["bccd_0.png", "rgba_0.png", "deep_0.png", "bccd_overlay.png"] {
+    for crop in ["bccd_1.png", "rgba_1.png", "deep_1.png", "bccd_overlay.png"] {
         let img = image::open(out.join(crop)).unwrap_or_else(|e| panic!("{crop}: {e}"));
         if !crop.contains("overlay") {
             assert_eq!((img.width(), img.height()), (128, 128), "{crop}");
         }
     }
-    assert!(!out.join("white_0.png").exists());
+    assert!(!out.join("white_1.png").exists());
     let table = std::fs::read_to_string(&csv).unwrap();
     let mut lines = table.lines();
     assert_eq!(
@@ -205,7 +205,7 @@ fn a_good_run_exits_with_zero() {
         "64",
     ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
-    let img = image::open(out.join("BloodImage_00000_0.png")).unwrap();
+    let img = image::open(out.join("BloodImage_00000_1.png")).unwrap();
     assert_eq!((img.width(), img.height()), (64, 64));
 }
 

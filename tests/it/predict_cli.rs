@@ -16,7 +16,7 @@ const CLASSES: [&str; 5] = [
     "MONOCYTE",
     "BASOPHIL",
 ];
-const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review";
+const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons";
 
 fn predict(args: &[&str]) -> Output {
     common::leuko("predict", args)
