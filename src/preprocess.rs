@@ -1,7 +1,7 @@
 //! From photos to network inputs: the whole photo resized, or the largest
 //! isolated leukocyte cropped; then planar float batches on a device.
 
-use crate::data::{ClassSet, DataDir, Sample};
+use crate::data::{ClassSet, PhotoSource, Sample};
 use crate::error::Result;
 use crate::stain::ColourBalance;
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -393,7 +393,7 @@ impl InputSet {
 
 /// Decodes and prepares every sample's input (all cores).
 pub fn prepare(
-    dir: &DataDir,
+    dir: &PhotoSource,
     samples: &[Sample],
     classes: &ClassSet,
     input: &InputConfig,
@@ -405,7 +405,7 @@ pub fn prepare(
 /// ([`colour_cast`]), then a magnification ([`magnify`], enlarging around the largest
 /// leukocyte box of the photo's annotation, or its centre without one), then a blur.
 pub fn prepare_changed(
-    dir: &DataDir,
+    dir: &PhotoSource,
     samples: &[Sample],
     classes: &ClassSet,
     input: &InputConfig,
@@ -414,7 +414,7 @@ pub fn prepare_changed(
     let prepared: Vec<(u32, usize, RgbImage, bool)> = samples
         .par_iter()
         .map(|s| {
-            let mut photo = crate::imageio::load_rgb(&dir.image_path(s.image_id))?;
+            let mut photo = crate::imageio::load_rgb(&dir.photo_path(s.image_id))?;
             if let Some(cast) = change.cast {
                 colour_cast(&mut photo, cast);
             }
@@ -430,11 +430,27 @@ pub fn prepare_changed(
                 Some(Magnification(m)) if change.compensate => m,
                 _ => 1.0,
             };
-            let (img, found) = network_input_at(&photo, input, told);
+            let (img, found) = match (dir.cell_box(s.image_id), input.crop_config()) {
+                // The label says where the cell is: cut it there, as training cuts isolated ones.
+                (Some(b), Some(crop)) if change.magnification.is_none() => {
+                    let bx = crate::isolate::LeukocyteBox {
+                        x_min: b.x_min,
+                        y_min: b.y_min,
+                        x_max: b.x_max,
+                        y_max: b.y_max,
+                        area_px: (b.x_max - b.x_min) as u64 * (b.y_max - b.y_min) as u64,
+                    };
+                    let mut img = crate::isolate::crop(&photo, &bx, &crop);
+                    finish_inputs(&photo, input, std::slice::from_mut(&mut img), true);
+                    (img, true)
+                }
+                _ => network_input_at(&photo, input, told),
+            };
             let label = classes.index_of(s.label).ok_or_else(|| {
                 crate::LeukoError::Invalid(format!(
-                    "image {}: class {} is not in the class set",
-                    s.image_id, s.label
+                    "{}: class {} is not in the class set",
+                    dir.sample_name(s.image_id),
+                    s.label
                 ))
             })?;
             Ok((s.image_id, label, img, found))
@@ -458,7 +474,14 @@ pub fn prepare_changed(
 }
 
 /// Centre of the largest leukocyte box in the photo's VOC annotation, if it has one.
-fn leukocyte_centre(dir: &DataDir, image_id: u32) -> Option<(f32, f32)> {
+fn leukocyte_centre(source: &PhotoSource, image_id: u32) -> Option<(f32, f32)> {
+    if let Some(b) = source.cell_box(image_id) {
+        return Some((
+            (b.x_min + b.x_max) as f32 / 2.0,
+            (b.y_min + b.y_max) as f32 / 2.0,
+        ));
+    }
+    let dir = source.bccd()?;
     let ann = crate::data::voc::read_annotation(&dir.annotation_path(image_id)).ok()?;
     let b = ann
         .wbc_boxes()

@@ -303,7 +303,23 @@ impl Split {
         let classes = raw
             .classes
             .iter()
-            .map(|c| c.parse::<ClassLabel>())
+            .map(|c| {
+                let label = c.parse::<ClassLabel>()?;
+                if label.is_standard() || dataset.classes.contains(label) {
+                    Ok(label)
+                } else {
+                    Err(LeukoError::Invalid(format!(
+                        "unknown class {c:?}: the data set's classes are {}",
+                        dataset
+                            .classes
+                            .labels()
+                            .iter()
+                            .map(|k| k.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            })
             .collect::<Result<Vec<_>>>()
             .map_err(|e| bad(format!("\"classes\": {e}")))?;
         let classes = ClassSet::new(classes).map_err(|e| bad(format!("\"classes\": {e}")))?;
@@ -330,7 +346,7 @@ impl Split {
                         return Err(bad(format!(
                             "\"{name}\", image {id}: not a usable sample of the data set at {} \
                              (unknown id, no image, or not a single-label row)",
-                            dataset.dir.root().display()
+                            dataset.source.origin().display()
                         )))
                     }
                     Some(l) if l != label => {

@@ -306,7 +306,8 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         compensate: a.compensate,
         blur: a.blur,
     };
-    let set = leuko::preprocess::prepare_changed(&dir, samples, &classes, &meta.input, change)?;
+    let set =
+        leuko::preprocess::prepare_changed(&ds.source, samples, &classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
     // picks the same class as the mean, so it is divided only where a probability is shown.
     let mut summed: Vec<Vec<f32>> = Vec::new();

@@ -1,5 +1,7 @@
-//! The usable samples of a BCCD folder, and every row that is not used, with its reason.
+//! The usable samples of a data source (the BCCD folder, or a lab's labelled cells), and every
+//! row that is not used, with its reason.
 
+use super::cells::{CellBox, CellTable, LabelledCell};
 use super::label::{ClassLabel, ClassSet};
 use super::labels_csv::{read_labels, Category};
 use super::location::DataDir;
@@ -7,7 +9,70 @@ use crate::error::Result;
 use crate::imageio;
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Where a data set's photos are: the BCCD folder (samples are its image ids) or a table of
+/// labelled cells (samples are row numbers of [`CellTable::cells`]).
+#[derive(Debug, Clone)]
+pub enum PhotoSource {
+    Bccd(DataDir),
+    Cells(Arc<CellTable>),
+}
+
+impl PhotoSource {
+    /// The photo of sample `id`.
+    pub fn photo_path(&self, id: u32) -> PathBuf {
+        match self {
+            PhotoSource::Bccd(dir) => dir.image_path(id),
+            PhotoSource::Cells(t) => t.cells[id as usize].photo.clone(),
+        }
+    }
+
+    /// The labelled cell of sample `id`, for a table of cells.
+    pub fn cell(&self, id: u32) -> Option<&LabelledCell> {
+        match self {
+            PhotoSource::Bccd(_) => None,
+            PhotoSource::Cells(t) => t.cells.get(id as usize),
+        }
+    }
+
+    /// The box a label gives for sample `id` (none: the isolation finds the cell).
+    pub fn cell_box(&self, id: u32) -> Option<CellBox> {
+        self.cell(id).and_then(|c| c.bbox)
+    }
+
+    /// Sample `id`'s name for people: BCCD's image id, or the cell's file (and box).
+    pub fn sample_name(&self, id: u32) -> String {
+        match self.cell(id) {
+            Some(c) => match c.bbox {
+                Some(b) => format!(
+                    "{} [{},{},{},{}]",
+                    c.file, b.x_min, b.y_min, b.x_max, b.y_max
+                ),
+                None => c.file.clone(),
+            },
+            None => format!("image {id}"),
+        }
+    }
+
+    /// The BCCD folder, or the CSV / folder the cells were read from.
+    pub fn origin(&self) -> PathBuf {
+        match self {
+            PhotoSource::Bccd(dir) => dir.root().to_path_buf(),
+            PhotoSource::Cells(t) => t.origin.clone(),
+        }
+    }
+
+    /// The BCCD folder, when this is BCCD.
+    pub fn bccd(&self) -> Option<&DataDir> {
+        match self {
+            PhotoSource::Bccd(dir) => Some(dir),
+            PhotoSource::Cells(_) => None,
+        }
+    }
+}
 
 /// One labelled photo the model can learn from or be tested on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -55,7 +120,7 @@ pub struct Excluded {
 /// The usable samples of a data folder for a class set.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    pub dir: DataDir,
+    pub source: PhotoSource,
     pub classes: ClassSet,
     /// Sorted by image id.
     pub samples: Vec<Sample>,
@@ -149,12 +214,69 @@ impl Dataset {
             .collect();
 
         Ok(Dataset {
-            dir: dir.clone(),
+            source: PhotoSource::Bccd(dir.clone()),
             classes: classes.clone(),
             samples,
             excluded,
             images_without_row,
         })
+    }
+
+    /// The cells of a table as a data set: every cell of `classes` (all the table's classes when
+    /// `None`) is a sample, numbered by its row. Cells of other classes are left out and counted
+    /// under [`ExclusionReason::ClassNotSelected`].
+    pub fn from_cells(table: CellTable, classes: Option<&ClassSet>) -> Result<Dataset> {
+        let classes = match classes {
+            Some(c) => c.clone(),
+            None => ClassSet::new(table.classes()).map_err(|e| {
+                crate::LeukoError::Invalid(format!("{}: {e}", table.origin.display()))
+            })?,
+        };
+        let mut samples = Vec::new();
+        let mut excluded = Vec::new();
+        for (i, c) in table.cells.iter().enumerate() {
+            if classes.contains(c.class) {
+                samples.push(Sample {
+                    image_id: i as u32,
+                    label: c.class,
+                });
+            } else {
+                excluded.push(Excluded {
+                    line: 0,
+                    image_id: Some(i as u32),
+                    reason: ExclusionReason::ClassNotSelected,
+                    detail: format!("{} ({})", c.file, c.class),
+                });
+            }
+        }
+        Ok(Dataset {
+            source: PhotoSource::Cells(Arc::new(table)),
+            classes,
+            samples,
+            excluded,
+            images_without_row: Vec::new(),
+        })
+    }
+
+    /// The groups of a table of cells for leakage-free splits: the label's `group` when it has
+    /// one, else its photo (cells of one photo always stay together). `None` for BCCD, whose
+    /// groups come from the near-duplicate audit.
+    pub fn cell_groups(&self) -> Option<HashMap<u32, usize>> {
+        let PhotoSource::Cells(t) = &self.source else {
+            return None;
+        };
+        let mut ids: HashMap<String, usize> = HashMap::new();
+        let mut out = HashMap::new();
+        for s in &self.samples {
+            let c = &t.cells[s.image_id as usize];
+            let key = match &c.group {
+                Some(g) => format!("group:{g}"),
+                None => format!("photo:{}", c.photo.display()),
+            };
+            let n = ids.len();
+            out.insert(s.image_id, *ids.entry(key).or_insert(n));
+        }
+        Some(out)
     }
 
     /// Samples per class, in the class set's order.

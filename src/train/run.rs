@@ -173,11 +173,11 @@ pub fn prepare(
     split.write(&rd.split())?;
 
     let prep_bar = crate::progress::bar(3, "preparing", opts.quiet);
-    let train = prepare_set(&dataset.dir, &split.train, &classes, &cfg.input)?;
+    let train = prepare_set(&dataset.source, &split.train, &classes, &cfg.input)?;
     prep_bar.inc(1);
-    let val = prepare_set(&dataset.dir, &split.val, &classes, &cfg.input)?;
+    let val = prepare_set(&dataset.source, &split.val, &classes, &cfg.input)?;
     prep_bar.inc(1);
-    let test = prepare_set(&dataset.dir, &split.test, &classes, &cfg.input)?;
+    let test = prepare_set(&dataset.source, &split.test, &classes, &cfg.input)?;
     prep_bar.finish_and_clear();
     if val.is_empty() {
         return Err(LeukoError::Invalid(

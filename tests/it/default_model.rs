@@ -36,7 +36,7 @@ fn embedded_model_reproduces_the_readme_figures_on_its_split() {
         "the split is the one the model was trained on"
     );
     let test =
-        leuko::preprocess::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+        leuko::preprocess::prepare(&ds.source, &split.test, &split.classes, &meta.input).unwrap();
     // As `predict` classifies: the training frequencies recorded in the model as prior.
     let prior = leuko::infer::Prior::Data.weights(&meta);
     assert!(
@@ -101,7 +101,7 @@ fn embedded_model_calls_cells_the_same_under_a_colour_cast() {
     for cast in [[1.08, 1.0, 0.85], [0.88, 0.97, 1.08], [0.8, 0.8, 0.8]] {
         let mut same = 0;
         for s in &split.test {
-            let photo = leuko::imageio::load_rgb(&ds.dir.image_path(s.image_id)).unwrap();
+            let photo = leuko::imageio::load_rgb(&ds.source.photo_path(s.image_id)).unwrap();
             let mut cast_photo = photo.clone();
             leuko::preprocess::colour_cast(&mut cast_photo, leuko::preprocess::ColourCast(cast));
             same += usize::from(top(&photo) == top(&cast_photo));

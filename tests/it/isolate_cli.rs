@@ -181,8 +181,8 @@ fn folder_run_reports_bad_files_and_goes_on() {
         .skip(1)
         .map(|v| v.parse().unwrap())
         .collect();
-    // Cell 0, a box inside the 640x480 photo around its leukocyte (annotated 260..492 x 177..377).
-    assert_eq!(cols[0], 0);
+    // Cell 1, a box inside the 640x480 photo around its leukocyte (annotated 260..492 x 177..377).
+    assert_eq!(cols[0], 1);
     assert!(
         cols[1] < 280 && cols[3] > 470 && cols[2] < 200 && cols[4] > 350,
         "{cols:?}"

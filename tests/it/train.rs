@@ -108,7 +108,7 @@ fn short_training_on_real_crops_beats_chance_and_leaves_a_complete_run_dir() {
         );
     }
     let test =
-        leuko::preprocess::prepare(&ds.dir, &split.test, &split.classes, &meta.input).unwrap();
+        leuko::preprocess::prepare(&ds.source, &split.test, &split.classes, &meta.input).unwrap();
     let (_, preds, _) = leuko::infer::evaluate_set(
         &model,
         &test,
