@@ -105,7 +105,10 @@ pub fn earlier_run(
         return Ok(EarlierRun::Unfinished);
     };
     let scores = |m: &Metrics| [m.kappa, m.accuracy, m.macro_f1];
-    let test = scores(&m.test);
+    let test = scores(m.test.as_ref().ok_or_else(|| LeukoError::Json {
+        path: dir.metrics(),
+        message: "the run has no test metrics".to_string(),
+    })?);
     Ok(EarlierRun::Finished(StageResult {
         stage: label.to_string(),
         experiment: cfg.name.clone(),
@@ -123,16 +126,30 @@ pub fn earlier_run(
 /// Trains the chosen stages (by experiment name; empty = all four) on every
 /// split with one seed; `results[split][stage]`. With `resume`, stages an
 /// earlier invocation finished are read back, and an interrupted one continues.
+/// How [`run`] runs the study.
+pub struct StudyOptions<'a> {
+    /// Stage names to run (empty: all four).
+    pub stages: &'a [String],
+    pub seed: u64,
+    /// The study's folder (one run directory per split and stage below it).
+    pub out: &'a Path,
+    pub resume: bool,
+    pub quiet: bool,
+}
+
 pub fn run(
     dataset: &Dataset,
     splits: &[Split],
-    only: &[String],
-    seed: u64,
-    out: &Path,
-    resume: bool,
-    quiet: bool,
+    opts: &StudyOptions<'_>,
     observer: &mut dyn TrainObserver,
 ) -> Result<Vec<Vec<StageResult>>> {
+    let StudyOptions {
+        stages: only,
+        seed,
+        out,
+        resume,
+        quiet,
+    } = *opts;
     let known = stage_names();
     if let Some(bad) = only.iter().find(|n| !known.contains(n)) {
         return Err(LeukoError::Config(format!(
@@ -186,8 +203,12 @@ pub fn run(
                 resume,
                 quiet,
                 eval_batch: 64,
+                init: None,
             };
             let o = train(cfg, dataset, split, &opts, observer)?;
+            let test = o.test.as_ref().ok_or_else(|| {
+                LeukoError::Invalid(format!("{label}: the split has no test part"))
+            })?;
             row.push(StageResult {
                 stage: label.clone(),
                 experiment: cfg.name.clone(),
@@ -195,9 +216,9 @@ pub fn run(
                 epochs_run: o.history.len(),
                 best_epoch: o.best_epoch,
                 train_seconds: o.train_seconds,
-                kappa: o.test.kappa,
-                accuracy: o.test.accuracy,
-                macro_f1: o.test.macro_f1,
+                kappa: test.kappa,
+                accuracy: test.accuracy,
+                macro_f1: test.macro_f1,
                 flat: o
                     .test_flat
                     .as_ref()
@@ -477,8 +498,8 @@ mod tests {
             parameters_keras_count: 122180,
             review_threshold: None,
             class_prior: None,
-            val: scored(0.9, 0.9, 0.9),
-            test: scored(0.865, 0.926, 0.835),
+            val: Some(scored(0.9, 0.9, 0.9)),
+            test: Some(scored(0.865, 0.926, 0.835)),
             test_flat_prior: Some(scored(0.824, 0.897, 0.865)),
             test_photos_without_leukocyte: Vec::new(),
         };

@@ -170,6 +170,38 @@ pub fn make_split(dataset: &Dataset, group_of: &HashMap<u32, usize>, seed: u64) 
     }
 }
 
+/// A class needs at least this many samples for a validation part to hold some of it.
+pub const MIN_PER_CLASS_FOR_VAL: usize = 5;
+
+/// A split without a test part, for a lab's own cells (evaluate on cells kept aside with
+/// `leuko evaluate --data`): 80% train / 20% validation, grouped and stratified; when a class has
+/// fewer than [`MIN_PER_CLASS_FOR_VAL`] samples, everything is training data and the validation
+/// part is empty (training then runs its fixed schedule, with no early stopping).
+pub fn make_train_val(dataset: &Dataset, group_of: &HashMap<u32, usize>, seed: u64) -> Split {
+    let enough = dataset
+        .class_counts()
+        .iter()
+        .all(|&(_, n)| n >= MIN_PER_CLASS_FOR_VAL);
+    let (train, val) = if enough {
+        let mut rng = rng_for(seed, "split");
+        train_val(
+            dataset.samples.clone(),
+            group_of,
+            &dataset.classes,
+            &mut rng,
+        )
+    } else {
+        (dataset.samples.clone(), Vec::new())
+    };
+    Split {
+        seed,
+        classes: dataset.classes.clone(),
+        train,
+        val,
+        test: Vec::new(),
+    }
+}
+
 /// K grouped, stratified folds: fold k is the test part of the k-th split; its
 /// validation part is taken from the other folds as in [`make_split`].
 pub fn make_folds(

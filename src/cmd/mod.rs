@@ -12,12 +12,68 @@ pub mod train;
 
 use std::path::PathBuf;
 
-/// Options shared by commands that read the BCCD data set.
+/// Options shared by commands that read a data set.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DataArgs {
-    /// BCCD folder (labels.csv, JPEGImages/, Annotations/). Default: $LEUKO_DATA, else ../shared/data/bccd.
-    #[arg(long, value_name = "DIR", global = true)]
+    /// The labelled data: a labels CSV (file,class[,x_min,y_min,x_max,y_max][,group]), a folder
+    /// of class folders (DIR/<class>/*.jpg), or the BCCD folder (labels.csv, JPEGImages/,
+    /// Annotations/). Default: $LEUKO_DATA, else ../shared/data/bccd.
+    #[arg(long, value_name = "PATH", global = true)]
     pub data: Option<PathBuf>,
+    /// What --data is (default: detected: a file is a labels CSV, a folder with JPEGImages/ is
+    /// BCCD, any other folder holds class folders).
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "KIND",
+        global = true
+    )]
+    pub data_format: Option<leuko::data::cells::SourceKind>,
+}
+
+/// A data set as `--data` names it.
+pub enum Source {
+    Bccd(leuko::data::DataDir),
+    Cells(leuko::data::cells::CellTable),
+}
+
+impl DataArgs {
+    /// Reads `--data` as its kind says. Rows of a cell table that cannot be used are printed on
+    /// stderr (unless `quiet`), with their line and reason.
+    pub fn source(&self, quiet: bool) -> anyhow::Result<Source> {
+        use leuko::data::cells::{detect_kind, read_class_folders, read_labels_csv, SourceKind};
+        let Some(path) = self.data.as_deref() else {
+            if let Some(SourceKind::Csv | SourceKind::Folders) = self.data_format {
+                anyhow::bail!("--data-format needs --data PATH");
+            }
+            return Ok(Source::Bccd(leuko::data::DataDir::resolve(None)?));
+        };
+        if !path.exists() {
+            anyhow::bail!("--data {}: no such file or folder", path.display());
+        }
+        let table = match self.data_format.unwrap_or_else(|| detect_kind(path)) {
+            SourceKind::Bccd => {
+                return Ok(Source::Bccd(leuko::data::DataDir::resolve(Some(path))?))
+            }
+            SourceKind::Csv => read_labels_csv(path)?,
+            SourceKind::Folders => read_class_folders(path)?,
+        };
+        if !quiet && !table.problems.is_empty() {
+            eprintln!(
+                "{}: {} left out:",
+                path.display(),
+                count(table.problems.len(), "row or file", "rows or files")
+            );
+            for p in &table.problems {
+                eprintln!("  {}: {}", p.place, p.message);
+            }
+        }
+        if table.cells.is_empty() {
+            anyhow::bail!("{}: no usable labelled cell", path.display());
+        }
+        Ok(Source::Cells(table))
+    }
 }
 
 /// Output format of reports printed to stdout.

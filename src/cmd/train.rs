@@ -10,14 +10,21 @@ use leuko::train::{train, RunDir, TrainEvent, TrainObserver, TrainOptions};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-/// Train a classifier from an experiment config (experiments/*.toml).
+/// Train a classifier from an experiment config (experiments/*.toml), or fine-tune a model on
+/// your own labelled cells (`--data my_cells.csv --init default`).
 #[derive(Debug, clap::Args)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub data: DataArgs,
-    /// Experiment config (TOML), e.g. experiments/final.toml.
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    /// Experiment config (TOML), e.g. experiments/final.toml. With --init and no --config: the
+    /// built-in fine-tuning recipe (experiments/finetune.toml).
+    #[arg(long, value_name = "FILE", required_unless_present = "init")]
+    pub config: Option<PathBuf>,
+    /// Start from a model's weights instead of fresh ones: `default` (the embedded model) or a
+    /// model file. The network and its input stay the model's; classes the data shares with it
+    /// keep their classifier weights, new classes start fresh.
+    #[arg(long, value_name = "default|FILE")]
+    pub init: Option<String>,
     /// Split to train and test on (default: the grouped, stratified split of the seed).
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
@@ -107,18 +114,71 @@ pub fn choose_split(
     })
 }
 
+/// The built-in fine-tuning recipe (`train --init` without `--config`).
+pub static FINETUNE_RECIPE: &str = include_str!("../../experiments/finetune.toml");
+
+/// The model `--init` names, with its header.
+fn init_model(
+    name: &str,
+) -> anyhow::Result<(leuko::train::InitModel, leuko::model::file::ModelMeta)> {
+    let (label, bytes) = if name == "default" {
+        (
+            "embedded default model".to_string(),
+            leuko::predict::EMBEDDED_MODEL.to_vec(),
+        )
+    } else {
+        let bytes = std::fs::read(name).with_context(|| format!("--init {name}"))?;
+        (name.to_string(), bytes)
+    };
+    let (meta, _) = leuko::model::file::read_meta(&bytes)
+        .map_err(|e| anyhow::anyhow!("--init {name}: not a leuko model file: {e}"))?;
+    Ok((leuko::train::InitModel { name: label, bytes }, meta))
+}
+
 pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
-    let mut cfg = ExperimentConfig::read(&a.config)?;
+    let mut cfg = match &a.config {
+        Some(path) => ExperimentConfig::read(path)?,
+        None => ExperimentConfig::parse(FINETUNE_RECIPE)
+            .map_err(|e| anyhow::anyhow!("the built-in fine-tuning recipe: {e}"))?,
+    };
     if let Some(s) = a.seed {
         cfg.seed = s;
     }
-    let dir = DataDir::resolve(a.data.data.as_deref())?;
-    let ds = Dataset::load(&dir, &ClassSet::default_four())?;
-    let split = choose_split(&dir, &ds, a.split.as_deref(), a.fold, cfg.seed, a.quiet)?;
-    let ds = if split.classes != ds.classes {
-        Dataset::load(&dir, &split.classes)?
-    } else {
-        ds
+    let init = match a.init.as_deref() {
+        Some(name) => {
+            let (init, meta) = init_model(name)?;
+            // Fine-tuning keeps the model's network and input.
+            cfg.net.blocks = meta.net.blocks.clone();
+            cfg.net.bn_epsilon = meta.net.bn_epsilon;
+            cfg.input = meta.input.clone();
+            Some(init)
+        }
+        None => None,
+    };
+    let (ds, split) = match a.data.source(a.quiet)? {
+        super::Source::Bccd(dir) => {
+            let ds = Dataset::load(&dir, &ClassSet::default_four())?;
+            let split = choose_split(&dir, &ds, a.split.as_deref(), a.fold, cfg.seed, a.quiet)?;
+            let ds = if split.classes != ds.classes {
+                Dataset::load(&dir, &split.classes)?
+            } else {
+                ds
+            };
+            (ds, split)
+        }
+        super::Source::Cells(table) => {
+            if a.split.is_some() || a.fold.is_some() {
+                anyhow::bail!(
+                    "--split and --fold work with the BCCD folder; a labels CSV or class folders \
+                     are split into training and validation cells by leuko (grouped by `group`, \
+                     else by photo)"
+                );
+            }
+            let ds = Dataset::from_cells(table, None)?;
+            let groups = ds.cell_groups().unwrap_or_default();
+            let split = leuko::split::make_train_val(&ds, &groups, cfg.seed);
+            (ds, split)
+        }
     };
     let out = a.out.unwrap_or_else(|| {
         let fold = a.fold.map(|k| format!("-fold{k}")).unwrap_or_default();
@@ -126,9 +186,12 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     });
     let net = cfg.net_config(split.classes.len());
     if !a.quiet {
+        let classes: Vec<&str> = split.classes.labels().iter().map(|c| c.as_str()).collect();
         eprintln!(
-            "{}: blocks {:?}, {} parameters (Keras count), input {}; {} train / {} val / {} test photos; run dir {}",
+            "{}{}: classes {}; blocks {:?}, {} parameters (Keras count), input {}; {} train / {} val / {} test cells; run dir {}",
             cfg.name,
+            init.as_ref().map(|i| format!(" from {}", i.name)).unwrap_or_default(),
+            classes.join(", "),
             net.blocks,
             net.keras_param_count(),
             cfg.input.describe(),
@@ -137,13 +200,29 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             split.test.len(),
             out.display()
         );
+        if split.val.is_empty() {
+            eprintln!(
+                "fewer than {} cells in some class: training on all {} cells for {} epochs, \
+                 without a validation part (no early stopping, no validation figures, the \
+                 default review threshold)",
+                leuko::split::MIN_PER_CLASS_FOR_VAL,
+                split.train.len(),
+                cfg.train.epochs
+            );
+        }
     }
     let opts = TrainOptions {
         run_dir: RunDir::new(&out),
         resume: a.resume,
         quiet: a.quiet,
         eval_batch: 64,
+        init,
     };
+    let what = a
+        .config
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "the fine-tuning recipe".to_string());
     let outcome = train(
         &cfg,
         &ds,
@@ -151,16 +230,20 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         &opts,
         &mut EpochPrinter { quiet: a.quiet },
     )
-    .with_context(|| format!("training {}", a.config.display()))?;
+    .with_context(|| format!("training {what}"))?;
+    let scores = match &outcome.test {
+        Some(t) => format!(
+            "test kappa {:.3}, accuracy {:.3}, macro F1 {:.3}",
+            t.kappa, t.accuracy, t.macro_f1
+        ),
+        None => "no test part (evaluate with `leuko evaluate --model MODEL --data CELLS --part all` on cells kept aside)".to_string(),
+    };
     println!(
-        "{}: best epoch {} of {}, {:.0} s of training; test kappa {:.3}, accuracy {:.3}, macro F1 {:.3}\nmodel: {}",
+        "{}: best epoch {} of {}, {:.0} s of training; {scores}\nmodel: {}",
         cfg.name,
         outcome.best_epoch,
         outcome.history.len(),
         outcome.train_seconds,
-        outcome.test.kappa,
-        outcome.test.accuracy,
-        outcome.test.macro_f1,
         opts.run_dir.model().display()
     );
     Ok(ExitCode::SUCCESS)
@@ -225,6 +308,8 @@ pub enum Part {
     Val,
     #[default]
     Test,
+    /// Every usable sample of --data (a labelled set the model was never trained on).
+    All,
 }
 
 pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
@@ -261,9 +346,61 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .map(|(_, _, n)| n.as_str())
         .collect::<Vec<_>>()
         .join(" + ");
-    let dir = DataDir::resolve(a.data.data.as_deref())?;
     let classes = ClassSet::new(meta.classes.clone())?;
+    let dir = match a.data.source(false)? {
+        super::Source::Bccd(dir) => dir,
+        super::Source::Cells(table) => {
+            if a.part != Part::All || a.split.is_some() {
+                anyhow::bail!(
+                    "a labels CSV or class folders are scored whole: use --part all (and no --split)"
+                );
+            }
+            let ds = Dataset::from_cells(table, Some(&classes))?;
+            if !ds.excluded.is_empty() {
+                eprintln!(
+                    "{} of classes the model does not know left out",
+                    super::count(ds.excluded.len(), "cell", "cells")
+                );
+            }
+            let all = ds.samples.clone();
+            let name = format!(
+                "all {} cells of {}",
+                all.len(),
+                ds.source.origin().display()
+            );
+            return score(
+                &a,
+                &models,
+                &model_name,
+                &meta,
+                &classes,
+                &ds,
+                &all,
+                "all",
+                &name,
+            );
+        }
+    };
     let ds = Dataset::load(&dir, &classes)?;
+    if a.part == Part::All {
+        let name = format!(
+            "all {} usable photos of {}",
+            ds.samples.len(),
+            dir.root().display()
+        );
+        let all = ds.samples.clone();
+        return score(
+            &a,
+            &models,
+            &model_name,
+            &meta,
+            &classes,
+            &ds,
+            &all,
+            "all",
+            &name,
+        );
+    }
     let (split, split_name) = match (a.model.first(), &a.split) {
         (None, None) => (
             leuko::split::Split::parse(
@@ -299,7 +436,41 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let (samples, part_name) = match a.part {
         Part::Test => (&split.test, "test"),
         Part::Val => (&split.val, "validation"),
+        Part::All => unreachable!("--part all is scored above"),
     };
+    score(
+        &a,
+        &models,
+        &model_name,
+        &meta,
+        &classes,
+        &ds,
+        samples,
+        part_name,
+        &split_name,
+    )
+}
+
+/// Scores `models` (an ensemble when several) on `samples` of `ds` and prints the figures.
+#[allow(clippy::too_many_arguments)]
+fn score(
+    a: &EvaluateArgs,
+    models: &[(
+        leuko::model::LeukoNet,
+        leuko::model::file::ModelMeta,
+        String,
+    )],
+    model_name: &str,
+    meta: &leuko::model::file::ModelMeta,
+    classes: &ClassSet,
+    ds: &Dataset,
+    samples: &[leuko::data::Sample],
+    part_name: &str,
+    split_name: &str,
+) -> anyhow::Result<ExitCode> {
+    if samples.is_empty() {
+        anyhow::bail!("nothing to score: the {part_name} part is empty");
+    }
     let change = leuko::preprocess::PhotoChange {
         cast: a.colour_cast,
         magnification: a.magnification,
@@ -307,11 +478,11 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         blur: a.blur,
     };
     let set =
-        leuko::preprocess::prepare_changed(&ds.source, samples, &classes, &meta.input, change)?;
+        leuko::preprocess::prepare_changed(&ds.source, samples, classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
     // picks the same class as the mean, so it is divided only where a probability is shown.
     let mut summed: Vec<Vec<f32>> = Vec::new();
-    for (model, member, _) in &models {
+    for (model, member, _) in models {
         let (_, _, probs) =
             leuko::infer::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
         if summed.is_empty() {
@@ -370,7 +541,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 }
                 None => cast,
             };
-            let describe = match models.as_slice() {
+            let describe = match models {
                 [(_, m, _)] => format!("{}, epoch {}", m.experiment, m.epoch),
                 all => format!("ensemble of {}: mean of their probabilities", all.len()),
             };
@@ -384,12 +555,15 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             } else {
                 balance.to_string()
             };
+            let scored = match part_name {
+                "all" => split_name.to_string(),
+                part => format!("the {part} part of {split_name}"),
+            };
             println!(
-                "model {} ({}) on the {} part of {} ({} photos, {}, {}{}{})\n",
+                "model {} ({}) on {} ({} photos, {}, {}{}{})\n",
                 model_name,
                 describe,
-                part_name,
-                split_name,
+                scored,
                 set.len(),
                 views,
                 prior,
@@ -474,11 +648,13 @@ pub fn run_case_study(a: CaseStudyArgs) -> anyhow::Result<ExitCode> {
     let results = leuko::case_study::run(
         &ds,
         &splits,
-        &a.stages,
-        a.seed,
-        &a.out,
-        a.resume,
-        a.quiet,
+        &leuko::case_study::StudyOptions {
+            stages: &a.stages,
+            seed: a.seed,
+            out: &a.out,
+            resume: a.resume,
+            quiet: a.quiet,
+        },
         &mut EpochPrinter { quiet: a.quiet },
     )?;
     leuko::case_study::write_report(&a.out, &results, &title)?;

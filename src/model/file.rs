@@ -22,6 +22,27 @@ const FORMAT_VERSION: u32 = 1;
 /// Headers are small JSON; anything larger is a corrupt length field.
 const MAX_HEADER: u64 = 1 << 20;
 
+/// The model a fine-tuned model started from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentModel {
+    /// "embedded default model" or the file's path.
+    pub name: String,
+    /// FNV-1a 64-bit hash of the parent's file bytes, in hex.
+    pub fnv1a64: String,
+}
+
+impl ParentModel {
+    pub fn of(name: &str, bytes: &[u8]) -> ParentModel {
+        let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+        ParentModel {
+            name: name.to_string(),
+            fnv1a64: format!("{h:016x}"),
+        }
+    }
+}
+
 /// What a model file says about its network.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelMeta {
@@ -47,6 +68,12 @@ pub struct ModelMeta {
     /// `None`: the outputs already carry the training frequencies.
     #[serde(default)]
     pub class_prior: Option<Vec<f32>>,
+    /// The model this one was fine-tuned from (`leuko train --init`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentModel>,
+    /// The data it was trained on (the BCCD folder, or the labels CSV / class folders).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_source: Option<String>,
 }
 
 /// Serialises a model and its description.

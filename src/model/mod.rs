@@ -306,6 +306,44 @@ pub struct LeukoNet {
 }
 
 impl LeukoNet {
+    /// Fine-tuning's starting point: `self` (trained for the classes `from`) with its
+    /// classifier re-aimed at the classes `to`. Every layer but the classifier is kept; a class
+    /// of `to` that `from` has keeps its classifier column and bias; a new class takes its
+    /// column from `fresh` (a network of `to`'s size initialised as for training from scratch,
+    /// Glorot-uniform) and a zero bias. `fresh` must have `to.len()` outputs.
+    pub fn with_classes(
+        mut self,
+        from: &[crate::data::ClassLabel],
+        to: &[crate::data::ClassLabel],
+        fresh: &LeukoNet,
+    ) -> LeukoNet {
+        let old_w = self.head.weight.val();
+        let new_w = fresh.head.weight.val();
+        let [d, _] = old_w.dims();
+        let old_b = self.head.bias.as_ref().map(|b| b.val());
+        let device = old_w.device();
+        let mut cols = Vec::with_capacity(to.len());
+        let mut bias = Vec::with_capacity(to.len());
+        for (j, class) in to.iter().enumerate() {
+            match from.iter().position(|c| c == class) {
+                Some(i) => {
+                    cols.push(old_w.clone().slice([0..d, i..i + 1]));
+                    bias.push(old_b.clone().map(|b| b.slice(i..i + 1)));
+                }
+                None => {
+                    cols.push(new_w.clone().slice([0..d, j..j + 1]));
+                    bias.push(old_b.as_ref().map(|_| Tensor::<1>::zeros([1], &device)));
+                }
+            }
+        }
+        self.head.weight = Param::from_tensor(Tensor::cat(cols, 1).detach());
+        if old_b.is_some() {
+            let parts: Vec<Tensor<1>> = bias.into_iter().flatten().collect();
+            self.head.bias = Some(Param::from_tensor(Tensor::cat(parts, 0).detach()));
+        }
+        self
+    }
+
     /// The same network with every batch norm's momentum set to `momentum`
     /// (used to recompute exact running statistics, see `train::recalibrate`).
     pub fn with_bn_momentum(mut self, momentum: f64) -> Self {

@@ -48,6 +48,16 @@ pub struct TrainOptions {
     pub quiet: bool,
     /// Batch size for evaluation passes.
     pub eval_batch: usize,
+    /// Start from this model's weights instead of fresh ones (fine-tuning).
+    pub init: Option<InitModel>,
+}
+
+/// A model file a run starts from (`leuko train --init`).
+#[derive(Debug, Clone)]
+pub struct InitModel {
+    /// "embedded default model" or the file's path.
+    pub name: String,
+    pub bytes: Vec<u8>,
 }
 
 /// The result of a finished run.
@@ -59,8 +69,9 @@ pub struct TrainOutcome {
     pub best_epoch: usize,
     /// Wall time of the training epochs (not counting input preparation).
     pub train_seconds: f64,
-    /// Test metrics with the model's class prior applied (as `predict` classifies).
-    pub test: Metrics,
+    /// Test metrics with the model's class prior applied (as `predict` classifies); `None`
+    /// when the split has no test part.
+    pub test: Option<Metrics>,
     /// Test metrics of the raw balanced outputs, when a prior was recorded.
     pub test_flat: Option<Metrics>,
     pub param_count: usize,

@@ -76,9 +76,10 @@ pub struct RunMetrics {
     pub parameters_keras_count: usize,
     pub review_threshold: Option<f32>,
     pub class_prior: Option<Vec<f32>>,
-    pub val: Metrics,
-    /// With the class prior, as `predict` classifies.
-    pub test: Metrics,
+    /// `None` when the split has no validation part.
+    pub val: Option<Metrics>,
+    /// With the class prior, as `predict` classifies; `None` when the split has no test part.
+    pub test: Option<Metrics>,
     /// Without it, when the model has one.
     pub test_flat_prior: Option<Metrics>,
     /// Ids of test photos in which the isolation found no leukocyte.
@@ -151,6 +152,8 @@ pub fn check_resumable(rd: &RunDir, cfg: &ExperimentConfig, split: &Split) -> Re
 /// The network inputs of a split's three parts.
 pub struct Prepared {
     pub classes: ClassSet,
+    /// Where the photos came from, recorded in the model file.
+    pub source: String,
     pub train: InputSet,
     pub val: InputSet,
     pub test: InputSet,
@@ -179,13 +182,14 @@ pub fn prepare(
     prep_bar.inc(1);
     let test = prepare_set(&dataset.source, &split.test, &classes, &cfg.input)?;
     prep_bar.finish_and_clear();
-    if val.is_empty() {
+    if train.is_empty() {
         return Err(LeukoError::Invalid(
-            "the split's validation part is empty: early stopping needs it".into(),
+            "the split's training part is empty: nothing to learn from".into(),
         ));
     }
     Ok(Prepared {
         classes,
+        source: dataset.source.origin().display().to_string(),
         train,
         val,
         test,
@@ -236,7 +240,10 @@ impl<'a> Run<'a> {
         let net_cfg = cfg.net_config(data.classes.len());
         let device = super::training_device();
         device.seed(cfg.seed);
-        let model = net_cfg.init(&device);
+        let mut model = net_cfg.init(&device);
+        if let Some(init) = &opts.init {
+            model = fine_tuning_start(init, model, &net_cfg, cfg, &data.classes, &device)?;
+        }
         let optim = AdamConfig::new().with_epsilon(1e-7).init();
         let gamma = cfg
             .train
@@ -321,6 +328,12 @@ impl<'a> Run<'a> {
             epoch,
             review_threshold: None,
             class_prior: self.class_prior.clone(),
+            parent: self
+                .opts
+                .init
+                .as_ref()
+                .map(|i| crate::model::file::ParentModel::of(&i.name, &i.bytes)),
+            data_source: Some(self.data.source.clone()),
         }
     }
 
@@ -501,14 +514,20 @@ impl<'a> Run<'a> {
             &self.device,
         ));
         let train_m = Metrics::compute(classes.labels(), &steps.truth, &steps.preds);
-        let (val_loss, val_preds, _) = evaluate_set(
-            self.net(),
-            &self.data.val,
-            self.opts.eval_batch,
-            Views::Single,
-            None,
-        )?;
-        let val_m = Metrics::compute(classes.labels(), &self.data.val.labels, &val_preds);
+        // Without a validation part every epoch counts as the best so far: the last is kept.
+        let (val_loss, val_accuracy, val_kappa) = if self.data.val.is_empty() {
+            (f64::NAN, f64::NAN, f64::NAN)
+        } else {
+            let (loss, preds, _) = evaluate_set(
+                self.net(),
+                &self.data.val,
+                self.opts.eval_batch,
+                Views::Single,
+                None,
+            )?;
+            let m = Metrics::compute(classes.labels(), &self.data.val.labels, &preds);
+            (loss, m.accuracy, m.kappa)
+        };
         let seconds = start.elapsed().as_secs_f64();
         self.state.train_seconds += seconds;
         let rec = EpochRecord {
@@ -517,12 +536,12 @@ impl<'a> Run<'a> {
             train_accuracy: train_m.accuracy,
             train_kappa: train_m.kappa,
             val_loss,
-            val_accuracy: val_m.accuracy,
-            val_kappa: val_m.kappa,
+            val_accuracy,
+            val_kappa,
             learning_rate: steps.learning_rate,
             seconds,
         };
-        let improved = val_loss < self.state.best_val_loss;
+        let improved = self.data.val.is_empty() || val_loss < self.state.best_val_loss;
         self.state.history.push(rec);
         self.state.epochs_done = epoch;
         if improved {
@@ -566,7 +585,7 @@ impl<'a> Run<'a> {
             observer.event(TrainEvent::Epoch { record, improved });
         }
         self.checkpoint(epoch, improved)?;
-        if self.state.since_best >= self.cfg.train.patience {
+        if !self.data.val.is_empty() && self.state.since_best >= self.cfg.train.patience {
             observer.event(TrainEvent::EarlyStop {
                 patience: self.cfg.train.patience,
             });
@@ -613,41 +632,65 @@ impl<'a> Run<'a> {
         // recorded in the model file, so that `predict` flags what this model is unsure of.
         let prior = Prior::Data.weights(&meta).map(<[f32]>::to_vec);
         let (val_set, test_set) = (&self.data.val, &self.data.test);
-        let (_, val_preds, val_probs) = evaluate_set(
-            &best_model,
-            val_set,
-            eval_batch,
-            Views::Single,
-            prior.as_deref(),
-        )?;
-        let conf_correct: Vec<(f32, bool)> = val_probs
-            .iter()
-            .zip(&val_preds)
-            .zip(&val_set.labels)
-            .map(|((p, &pred), &truth)| (p[pred], pred == truth))
-            .collect();
-        meta.review_threshold =
-            choose_review_threshold(&conf_correct, REVIEW_TARGET_ACCURACY, REVIEW_MAX_FLAGGED)
-                .map(|t| t.max(MIN_REVIEW_THRESHOLD));
+        let val = if val_set.is_empty() {
+            None
+        } else {
+            let (_, val_preds, val_probs) = evaluate_set(
+                &best_model,
+                val_set,
+                eval_batch,
+                Views::Single,
+                prior.as_deref(),
+            )?;
+            let conf_correct: Vec<(f32, bool)> = val_probs
+                .iter()
+                .zip(&val_preds)
+                .zip(&val_set.labels)
+                .map(|((p, &pred), &truth)| (p[pred], pred == truth))
+                .collect();
+            meta.review_threshold =
+                choose_review_threshold(&conf_correct, REVIEW_TARGET_ACCURACY, REVIEW_MAX_FLAGGED)
+                    .map(|t| t.max(MIN_REVIEW_THRESHOLD));
+            Some(Metrics::compute(classes, &val_set.labels, &val_preds))
+        };
         crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
-        let val = Metrics::compute(classes, &val_set.labels, &val_preds);
-        let (_, test_preds, test_probs) = evaluate_set(
-            &best_model,
-            test_set,
-            eval_batch,
-            Views::Single,
-            prior.as_deref(),
-        )?;
-        let test = Metrics::compute(classes, &test_set.labels, &test_preds);
-        // The same network without the prior, for comparison (as `--prior flat` predicts).
-        let test_flat = match prior {
-            Some(_) => {
+        let mut test = None;
+        let mut test_flat = None;
+        if !test_set.is_empty() {
+            let (_, test_preds, test_probs) = evaluate_set(
+                &best_model,
+                test_set,
+                eval_batch,
+                Views::Single,
+                prior.as_deref(),
+            )?;
+            let m = Metrics::compute(classes, &test_set.labels, &test_preds);
+            // The same network without the prior, for comparison (as `--prior flat` predicts).
+            if prior.is_some() {
                 let (_, p, _) =
                     evaluate_set(&best_model, test_set, eval_batch, Views::Single, None)?;
-                Some(Metrics::compute(classes, &test_set.labels, &p))
+                test_flat = Some(Metrics::compute(classes, &test_set.labels, &p));
             }
-            None => None,
-        };
+            plots::confusion(
+                &rd.confusion(),
+                &m,
+                &format!("{}: test confusion matrix", cfg.name),
+            )?;
+            let errors = plots::error_tiles(test_set, classes, &test_preds, |i| {
+                test_probs[i][test_preds[i]]
+            });
+            plots::error_gallery(
+                &rd.test_errors(),
+                &errors,
+                &format!(
+                    "{}: {} of {} test photos misclassified (true → predicted), most confident first",
+                    cfg.name,
+                    errors.len(),
+                    test_set.len()
+                ),
+            )?;
+            test = Some(m);
+        }
         let param_count = self.net_cfg.keras_param_count();
         RunMetrics {
             experiment: cfg.name.clone(),
@@ -666,24 +709,6 @@ impl<'a> Run<'a> {
         }
         .write(rd)?;
         plots::curves(&rd.curves(), &self.state.history, self.state.best_epoch)?;
-        plots::confusion(
-            &rd.confusion(),
-            &test,
-            &format!("{}: test confusion matrix", cfg.name),
-        )?;
-        let errors = plots::error_tiles(test_set, classes, &test_preds, |i| {
-            test_probs[i][test_preds[i]]
-        });
-        plots::error_gallery(
-            &rd.test_errors(),
-            &errors,
-            &format!(
-                "{}: {} of {} test photos misclassified (true → predicted), most confident first",
-                cfg.name,
-                errors.len(),
-                test_set.len()
-            ),
-        )?;
         Ok(TrainOutcome {
             model: best_model,
             meta,
@@ -695,6 +720,36 @@ impl<'a> Run<'a> {
             param_count,
         })
     }
+}
+
+/// The network a fine-tuning run starts from: `init`'s weights with its classifier re-aimed at
+/// `classes` (see [`LeukoNet::with_classes`]; `fresh` supplies new classes' columns). The
+/// config must describe the same network and input as the model.
+fn fine_tuning_start(
+    init: &super::InitModel,
+    fresh: LeukoNet,
+    net_cfg: &NetConfig,
+    cfg: &ExperimentConfig,
+    classes: &ClassSet,
+    device: &Device,
+) -> Result<LeukoNet> {
+    let (parent, meta) = model_from_bytes(&init.bytes, &init.name, device)?;
+    if meta.net.blocks != net_cfg.blocks {
+        return Err(LeukoError::Config(format!(
+            "--init {}: its network has blocks {:?}, the config {:?}: fine-tuning keeps the \
+             network (leave out [net] or copy the model's)",
+            init.name, meta.net.blocks, net_cfg.blocks
+        )));
+    }
+    if meta.input != cfg.input {
+        return Err(LeukoError::Config(format!(
+            "--init {}: it was trained on {}, the config asks for {}: fine-tuning keeps the input",
+            init.name,
+            meta.input.describe(),
+            cfg.input.describe()
+        )));
+    }
+    Ok(parent.with_classes(&meta.classes, classes.labels(), &fresh))
 }
 
 /// Trains `cfg` on `split` and evaluates the kept model on the test part.

@@ -29,6 +29,8 @@ fn meta(net: &NetConfig) -> ModelMeta {
         epoch: 1,
         review_threshold: None,
         class_prior: None,
+        parent: None,
+        data_source: None,
     }
 }
 

@@ -148,7 +148,7 @@ enum Impl {
 fn conv(which: Impl, x: Tensor<4>, w: Tensor<4>, b: Tensor<1>, p: usize) -> Tensor<4> {
     match which {
         Impl::Stock => stock_conv2d(x, w, Some(b), ConvOptions::new([1, 1], [p, p], [1, 1], 1)),
-        Impl::Fast => fastconv::conv2d(x, w, Some(b), p),
+        Impl::Fast => conv::conv2d(x, w, Some(b), p),
     }
 }
 
@@ -307,11 +307,11 @@ fn parse_args() -> Result<Args> {
 fn main() -> Result<()> {
     let args = parse_args()?;
     let algorithm = if args.direct {
-        fastconv::Algorithm::Direct
+        conv::Algorithm::Direct
     } else {
-        fastconv::Algorithm::Winograd
+        conv::Algorithm::Winograd
     };
-    fastconv::with_algorithm(algorithm, || run(&args))
+    conv::with_algorithm(algorithm, || run(&args))
 }
 
 fn run(args: &Args) -> Result<()> {
@@ -345,8 +345,8 @@ fn run(args: &Args) -> Result<()> {
         args.runs,
         if args.cpu_clock { "CPU / threads" } else { "wall" },
         rayon::current_num_threads(),
-        fastconv::is_fast_path(&Device::flex()),
-        fastconv::algorithm(),
+        conv::is_fast_path(&Device::flex()),
+        conv::algorithm(),
         args.malloc_tuned,
     );
     println!(
