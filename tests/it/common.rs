@@ -1,8 +1,7 @@
 //! Helpers shared by the integration tests: where the BCCD photos are, running the `leuko`
 //! binary, and hand-made PNG headers for the bad-input corpora.
 //!
-//! Each file under `tests/` is its own crate that takes this module with `mod common;` and uses
-//! a different part of it.
+//! Every module of the test binary takes what it needs from here (`use crate::common;`).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -10,6 +9,10 @@ use std::process::{Command, Output};
 
 /// The BCCD data set beside the repository (CI has it too).
 pub const BCCD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/bccd");
+
+/// The Jiangxi Tecom photos beside the repository (120x120 single-cell photos of another
+/// microscope and stain, `labels.csv` with `file,class`).
+pub const JTSC: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data/jtsc");
 
 /// Path of BCCD photo `BloodImage_{id:05}.jpg`.
 pub fn photo(id: u32) -> PathBuf {

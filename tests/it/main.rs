@@ -4,6 +4,7 @@ mod common;
 mod data_fixtures;
 mod data_real;
 mod default_model;
+mod finetune;
 mod isolate_cli;
 mod isolate_real;
 mod isolate_synthetic;
