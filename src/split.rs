@@ -170,8 +170,9 @@ pub fn make_split(dataset: &Dataset, group_of: &HashMap<u32, usize>, seed: u64) 
     }
 }
 
-/// A class needs at least this many samples for a validation part to hold some of it.
-pub const MIN_PER_CLASS_FOR_VAL: usize = 5;
+/// A class needs at least this many samples for a validation part: a fifth of fewer cells (one
+/// to three per class) picks the best epoch by chance.
+pub const MIN_PER_CLASS_FOR_VAL: usize = 20;
 
 /// A split without a test part, for a lab's own cells (evaluate on cells kept aside with
 /// `leuko evaluate --data`): 80% train / 20% validation, grouped and stratified; when a class has

@@ -1,13 +1,13 @@
 //! `leuko data` and `leuko data audit`.
 
-use super::{DataArgs, Format};
+use super::{count, DataArgs, Format};
 use anyhow::Context;
 use leuko::audit::{audit, AuditConfig, AuditReport};
 use leuko::data::{ClassSet, DataDir, Dataset};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Per-class counts and unused rows of the BCCD data set.
+/// Per-class counts and unused rows of a data set (BCCD, a labels CSV or class folders).
 #[derive(Debug, clap::Args)]
 pub struct DataCommand {
     #[command(subcommand)]
@@ -55,11 +55,106 @@ pub fn parse_classes(list: Option<&str>) -> anyhow::Result<ClassSet> {
 }
 
 pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
-    let dir = DataDir::resolve(cmd.data.data.as_deref())?;
+    let dir = match cmd.data.source(true)? {
+        super::Source::Bccd(dir) => dir,
+        super::Source::Cells(table) => {
+            if cmd.sub.is_some() {
+                anyhow::bail!(
+                    "--data {}: the near-duplicate audit reads the BCCD folder; for labelled \
+                     cells, give each slide or sample a `group` so that splits keep it together",
+                    table.origin.display()
+                );
+            }
+            return run_cell_counts(table, &cmd);
+        }
+    };
     match cmd.sub {
         Some(DataSub::Audit(a)) => run_audit(&dir, a),
         None => run_counts(&dir, &cmd),
     }
+}
+
+/// `leuko data --data CELLS`: cells per class of a labels CSV or class folders, and every row
+/// or file that cannot be used, with its reason.
+fn run_cell_counts(
+    table: leuko::data::cells::CellTable,
+    cmd: &DataCommand,
+) -> anyhow::Result<ExitCode> {
+    let origin = table.origin.clone();
+    let problems = table.problems.clone();
+    let classes = match cmd.classes.as_deref() {
+        Some(list) => Some(ClassSet::parse_list(list).context("--classes")?),
+        None => None,
+    };
+    let boxed = table.cells.iter().filter(|c| c.bbox.is_some()).count();
+    let photos: std::collections::HashSet<_> = table.cells.iter().map(|c| &c.photo).collect();
+    let photos = photos.len();
+    let groups: std::collections::HashSet<_> = table
+        .cells
+        .iter()
+        .filter_map(|c| c.group.as_ref())
+        .collect();
+    let groups = groups.len();
+    let ds = Dataset::from_cells(table, classes.as_ref())?;
+    let counts = ds.class_counts();
+    match cmd.format {
+        Format::Json => {
+            let v = serde_json::json!({
+                "data": origin,
+                "classes": counts.iter().map(|(c, n)| (c.to_string(), serde_json::json!(n))).collect::<serde_json::Map<_, _>>(),
+                "total": ds.samples.len(),
+                "photos": photos,
+                "cells_with_box": boxed,
+                "groups": groups,
+                "class_not_selected": ds.excluded.len(),
+                "problems": problems.iter().map(|p| serde_json::json!({"place": p.place, "problem": p.message})).collect::<Vec<_>>(),
+            });
+            println!("{}", serde_json::to_string_pretty(&v)?);
+        }
+        Format::Table => {
+            println!("labelled cells from {}", origin.display());
+            println!("{:<20} {:>7}", "class", "cells");
+            for (c, n) in &counts {
+                println!("{:<20} {:>7}", c.as_str(), n);
+            }
+            println!("{:<20} {:>7}", "total", ds.samples.len());
+            println!(
+                "\n{} in {}, {} with a box; {}",
+                count(ds.samples.len(), "cell", "cells"),
+                count(photos, "photo", "photos"),
+                boxed,
+                if groups == 0 {
+                    "no groups (cells of one photo stay together in splits)".to_string()
+                } else {
+                    count(groups, "group", "groups")
+                }
+            );
+            if !ds.excluded.is_empty() {
+                println!("cells of classes not selected: {}", ds.excluded.len());
+            }
+            println!("rows or files not used: {}", problems.len());
+            for p in &problems {
+                println!("  {}: {}", p.place, p.message);
+            }
+            if let Some(&(c, n)) = counts.iter().min_by_key(|(_, n)| *n) {
+                if n < leuko::split::MIN_PER_CLASS_FOR_VAL {
+                    println!(
+                        "\n{c} has {}: `leuko train --data` will train on every cell without a \
+                         validation part ({} cells of every class are needed for one)",
+                        count(n, "cell", "cells"),
+                        leuko::split::MIN_PER_CLASS_FOR_VAL
+                    );
+                }
+            }
+        }
+    }
+    if let Some(path) = &cmd.plot {
+        let labels: Vec<String> = counts.iter().map(|(c, _)| c.display_name()).collect();
+        let values: Vec<f64> = counts.iter().map(|(_, n)| *n as f64).collect();
+        let img = leuko::plot::bar_chart("Labelled cells per class", &labels, &values, "cells")?;
+        leuko::plot::save_png(path, &img)?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_counts(dir: &DataDir, cmd: &DataCommand) -> anyhow::Result<ExitCode> {

@@ -65,8 +65,16 @@ impl DataArgs {
                 path.display(),
                 count(table.problems.len(), "row or file", "rows or files")
             );
-            for p in &table.problems {
+            const SHOWN: usize = 10;
+            for p in table.problems.iter().take(SHOWN) {
                 eprintln!("  {}: {}", p.place, p.message);
+            }
+            if table.problems.len() > SHOWN {
+                eprintln!(
+                    "  ... and {} more (`leuko data --data {}` lists them all)",
+                    table.problems.len() - SHOWN,
+                    path.display()
+                );
             }
         }
         if table.cells.is_empty() {

@@ -70,7 +70,7 @@ fn fine_tuning_on_a_few_cells_of_another_microscope_beats_the_default_model() {
             "/experiments/finetune.toml"
         ))
         .unwrap()
-        .replace("epochs = 40", "epochs = 12"),
+        .replace("epochs = 100", "epochs = 12"),
     )
     .unwrap();
     let cfg_path = dir.path().join("short.toml");
@@ -142,4 +142,45 @@ fn the_classifier_follows_added_renamed_and_reordered_classes() {
         assert_ne!(after[n * 4 + 1], fresh_out[n * 4 + 1]);
         assert!(after[n * 4 + 1].is_finite() && after[n * 4 + 3].is_finite());
     }
+}
+
+/// `leuko data --data CSV` counts the cells and names every row it cannot use; a data set with
+/// no usable cell is an error that names the file.
+#[test]
+fn data_lists_cells_per_class_and_unusable_rows() {
+    let rows = jtsc_rows();
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("cells.csv");
+    let text = format!(
+        "file,class\r\n{},neutrophil\r\n{},Band neutrophil\r\n{}/nope.bmp,MONOCYTE\r\n{},\r\n",
+        rows[0].0,
+        rows[1].0,
+        common::JTSC,
+        rows[2].0
+    );
+    std::fs::write(&csv, text).unwrap();
+    let o = common::leuko("data", &["--data", common::s(&csv)]);
+    let out = common::text(&o.stdout);
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    assert!(
+        out.contains("NEUTROPHIL") && out.contains("BAND_NEUTROPHIL"),
+        "{out}"
+    );
+    assert!(out.contains("rows or files not used: 2"), "{out}");
+    assert!(
+        out.contains("line 4") && out.contains("no such file"),
+        "{out}"
+    );
+    assert!(
+        out.contains("line 5") && out.contains("empty class"),
+        "{out}"
+    );
+    std::fs::write(&csv, "file,class\nnope.png,BLAST\n").unwrap();
+    let o = common::leuko("data", &["--data", common::s(&csv)]);
+    assert!(!o.status.success());
+    let err = common::text(&o.stderr);
+    assert!(
+        err.contains("cells.csv") && err.contains("no usable labelled cell"),
+        "{err}"
+    );
 }
