@@ -252,6 +252,7 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
         classes: c.classes().iter().map(|k| k.as_str()).collect(),
         colours: crate::data::ClassLabel::ALL
             .iter()
+            .chain(c.classes())
             .map(|k| (k.as_str(), k.colour()))
             .collect(),
         review_threshold: c.rules().min_confidence,

@@ -176,8 +176,9 @@ pub struct Differential {
     pub cells: usize,
     /// Of those, flagged for review (still counted under their predicted type).
     pub flagged_for_review: usize,
-    /// Every type in the clinical order ([`ClassLabel::CLINICAL_ORDER`]), also those the model
-    /// does not know (`in_model` false, count 0).
+    /// The five standard types in the clinical order ([`ClassLabel::CLINICAL_ORDER`]), also
+    /// those the model does not know (`in_model` false, count 0), then the model's other
+    /// classes by name.
     pub counts: Vec<TypeCount>,
 }
 
@@ -202,7 +203,15 @@ pub fn differential<'a>(
     let photos: Vec<&PhotoPrediction> = photos.into_iter().collect();
     let cells: Vec<&CellPrediction> = photos.iter().flat_map(|p| &p.cells).collect();
     let total = cells.len();
-    let counts = ClassLabel::CLINICAL_ORDER
+    let mut types: Vec<ClassLabel> = ClassLabel::CLINICAL_ORDER.to_vec();
+    let mut others: Vec<ClassLabel> = classes
+        .iter()
+        .copied()
+        .filter(|c| !c.is_standard())
+        .collect();
+    others.sort();
+    types.extend(others);
+    let counts = types
         .iter()
         .map(|&class| {
             let of_type = cells.iter().filter(|c| c.class == class);
@@ -235,4 +244,81 @@ pub fn differential_of(results: &[PhotoResult], classes: &[ClassLabel]) -> Diffe
         results.iter().filter_map(|r| r.outcome.as_ref().ok()),
         classes,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::isolate::LeukocyteBox;
+
+    fn cell(class: ClassLabel, review: bool) -> CellPrediction {
+        CellPrediction {
+            cell: 1,
+            bbox: LeukocyteBox {
+                x_min: 1,
+                y_min: 2,
+                x_max: 30,
+                y_max: 40,
+                area_px: 1,
+            },
+            class,
+            confidence: 0.9,
+            probabilities: vec![0.9, 0.1],
+            review,
+            review_reasons: Vec::new(),
+            crop: image::RgbImage::new(0, 0),
+        }
+    }
+
+    /// A lab's own class is counted after the standard types, which are all listed.
+    #[test]
+    fn differential_lists_standard_types_then_the_models_own_classes() {
+        let blast = ClassLabel::named("blast").unwrap();
+        let classes = [ClassLabel::Neutrophil, blast];
+        let photo = PhotoPrediction {
+            width: 64,
+            height: 64,
+            cells: vec![
+                cell(blast, true),
+                cell(blast, false),
+                cell(ClassLabel::Neutrophil, false),
+            ],
+        };
+        let empty = PhotoPrediction {
+            width: 64,
+            height: 64,
+            cells: Vec::new(),
+        };
+        let d = differential([&photo, &empty], &classes);
+        assert_eq!((d.photos, d.photos_without_leukocyte), (2, 1));
+        assert_eq!((d.cells, d.flagged_for_review), (3, 1));
+        let names: Vec<&str> = d.counts.iter().map(|t| t.class.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "NEUTROPHIL",
+                "LYMPHOCYTE",
+                "MONOCYTE",
+                "EOSINOPHIL",
+                "BASOPHIL",
+                "BLAST"
+            ]
+        );
+        let b = &d.counts[5];
+        assert_eq!((b.count, b.flagged, b.in_model), (2, 1, true));
+        assert!((b.percent - 200.0 / 3.0).abs() < 1e-9);
+        assert!(!d.counts[1].in_model && d.counts[0].in_model);
+        // The JSON record keys probabilities as the class is spelled, in the model's order.
+        let rec = CellRecord::new(&photo.cells[0], &classes, false);
+        let j = serde_json::to_string(&rec).unwrap();
+        assert!(
+            j.contains(r#""probabilities":{"NEUTROPHIL":0.9,"BLAST":0.1}"#),
+            "{j}"
+        );
+        assert!(
+            j.contains(r#""box":{"x_min":1,"y_min":2,"x_max":30,"y_max":40}"#),
+            "{j}"
+        );
+        assert!(!j.contains("crop_png_base64"), "{j}");
+    }
 }

@@ -4,7 +4,9 @@
 // differential count of everything on the page.
 "use strict";
 
-const CLINICAL_ORDER = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"];
+// The differential's rows: the standard types in clinical order, then the model's own classes
+// (the server's differential order, filled from /api/health).
+let CLINICAL_ORDER = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"];
 // Filled from /api/health: the report's colours (one palette for page and report).
 const COLORS = {};
 const REASONS = {
@@ -33,7 +35,7 @@ const el = (tag, cls, text) => {
   if (text !== undefined) e.textContent = text;
   return e;
 };
-const cap = (s) => s.charAt(0).toUpperCase() + s.slice(1);
+const cap = (s) => { const t = s.replace(/_/g, " "); return t.charAt(0).toUpperCase() + t.slice(1); };
 const pct = (p) => (100 * p).toFixed(1) + "%";
 
 async function loadHealth() {
@@ -42,6 +44,8 @@ async function loadHealth() {
     const h = await r.json();
     state.classes = (h.classes || []).map((k) => k.toLowerCase());
     for (const [k, c] of Object.entries(h.colours || {})) COLORS[k.toLowerCase()] = c;
+    const own = state.classes.filter((k) => !CLINICAL_ORDER.includes(k)).sort();
+    CLINICAL_ORDER = CLINICAL_ORDER.concat(own);
     if (h.max_body_bytes) state.maxBody = h.max_body_bytes;
     const info = $("model-info");
     info.textContent = "";
