@@ -31,7 +31,7 @@ fn check(name: &str, r: &ScoreReport, mean: f64, share_ge_half: f64) {
     );
 }
 
-/// The bar: mean IoU >= 0.82, IoU >= 0.5 on >= 98% of the photos,
+/// The isolation's quality floor on BCCD: mean IoU >= 0.82, IoU >= 0.5 on >= 98% of the photos,
 /// nothing found on <= 0.5%. (Measured: 0.858, 100%, 0%.)
 #[test]
 fn quality_bar_on_bccd() {
