@@ -119,7 +119,11 @@ fn the_classifier_follows_added_renamed_and_reordered_classes() {
         burn::tensor::Distribution::Uniform(0.0, 1.0),
         &device,
     );
-    let before: Vec<f32> = old.forward(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+    let before: Vec<f32> = old
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let blast = ClassLabel::named("blast").unwrap();
     // 4 -> 5 classes, a new class, and another order.
     let to = vec![
@@ -129,7 +133,11 @@ fn the_classifier_follows_added_renamed_and_reordered_classes() {
         ClassLabel::Basophil,
     ];
     let fresh = NetConfig::new(vec![4, 8], to.len()).init(&device);
-    let fresh_out: Vec<f32> = fresh.forward(x.clone()).into_data().try_to_vec::<f32>().unwrap();
+    let fresh_out: Vec<f32> = fresh
+        .forward(x.clone())
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
     let adapted = old.with_classes(&four, &to, &fresh);
     let after: Vec<f32> = adapted.forward(x).into_data().try_to_vec::<f32>().unwrap();
     assert_eq!(after.len(), 2 * 4);
