@@ -202,12 +202,17 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
         );
         if split.val.is_empty() {
             eprintln!(
-                "fewer than {} cells in some class: training on all {} cells for {} epochs, \
+                "fewer than {} cells in some class: training on all {} cells for {} epochs{}, \
                  without a validation part (no early stopping, no validation figures, the \
                  default review threshold)",
                 leuko::split::MIN_PER_CLASS_FOR_VAL,
                 split.train.len(),
-                cfg.train.epochs
+                cfg.train.epochs,
+                if cfg.train.max_images > 0 {
+                    format!(" or {} training images", cfg.train.max_images)
+                } else {
+                    String::new()
+                }
             );
         }
     }

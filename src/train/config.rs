@@ -59,6 +59,21 @@ pub struct TrainParams {
     /// stopping) stays plain.
     #[serde(default, skip_serializing_if = "is_zero_f64")]
     pub label_smoothing: f64,
+    /// At most this many training images (epochs x inputs per epoch, oversampling included):
+    /// fewer epochs than `epochs` on a large set, so that fine-tuning on a few hundred cells
+    /// stays within minutes. 0 = no limit.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub max_images: usize,
+}
+
+impl TrainParams {
+    /// The epochs a run over `per_epoch` inputs trains: `epochs`, capped by `max_images`.
+    pub fn epochs_for(&self, per_epoch: usize) -> usize {
+        if self.max_images == 0 || per_epoch == 0 {
+            return self.epochs;
+        }
+        self.epochs.min((self.max_images / per_epoch).max(1))
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -273,5 +288,16 @@ patience = 2
             }
         }
         assert!(n >= 6, "found {n} configs");
+    }
+
+    #[test]
+    fn max_images_caps_the_epochs_of_large_sets_only() {
+        let mut t = ExperimentConfig::parse(OK).unwrap().train;
+        t.epochs = 100;
+        assert_eq!(t.epochs_for(240), 100);
+        t.max_images = 9000;
+        assert_eq!(t.epochs_for(80), 100);
+        assert_eq!(t.epochs_for(240), 37);
+        assert_eq!(t.epochs_for(20_000), 1);
     }
 }

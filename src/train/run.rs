@@ -766,7 +766,8 @@ pub fn train(
         run.resume(observer)?;
     }
     run.start()?;
-    for epoch in run.state.epochs_done + 1..=cfg.train.epochs {
+    let epochs = cfg.train.epochs_for(run.train_samples.len());
+    for epoch in run.state.epochs_done + 1..=epochs {
         if !run.epoch(epoch, observer)? {
             break;
         }
