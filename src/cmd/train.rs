@@ -352,8 +352,8 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         .collect::<Vec<_>>()
         .join(" + ");
     let classes = ClassSet::new(meta.classes.clone())?;
-    let dir = match a.data.source(false)? {
-        super::Source::Bccd(dir) => dir,
+    let (ds, samples, part_name, split_name) = match a.data.source(false)? {
+        super::Source::Bccd(dir) => bccd_part(&a, &dir, &classes, &meta)?,
         super::Source::Cells(table) => {
             if a.part != Part::All || a.split.is_some() {
                 anyhow::bail!(
@@ -367,26 +367,38 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                     super::count(ds.excluded.len(), "cell", "cells")
                 );
             }
-            let all = ds.samples.clone();
             let name = format!(
                 "all {} cells of {}",
-                all.len(),
+                ds.samples.len(),
                 ds.source.origin().display()
             );
-            return score(
-                &a,
-                &models,
-                &model_name,
-                &meta,
-                &classes,
-                &ds,
-                &all,
-                "all",
-                &name,
-            );
+            let all = ds.samples.clone();
+            (ds, all, "all", name)
         }
     };
-    let ds = Dataset::load(&dir, &classes)?;
+    score(
+        &a,
+        &models,
+        &model_name,
+        &meta,
+        &classes,
+        &ds,
+        &samples,
+        part_name,
+        &split_name,
+    )
+}
+
+/// The BCCD photos `leuko evaluate` scores: every usable one (`--part all`) or a part of the
+/// split (`--split`, else the one beside the model, else the model's recorded / seed-42 split),
+/// with the part's and the split's names.
+fn bccd_part(
+    a: &EvaluateArgs,
+    dir: &DataDir,
+    classes: &ClassSet,
+    meta: &leuko::model::file::ModelMeta,
+) -> anyhow::Result<(Dataset, Vec<leuko::data::Sample>, &'static str, String)> {
+    let ds = Dataset::load(dir, classes)?;
     if a.part == Part::All {
         let name = format!(
             "all {} usable photos of {}",
@@ -394,17 +406,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
             dir.root().display()
         );
         let all = ds.samples.clone();
-        return score(
-            &a,
-            &models,
-            &model_name,
-            &meta,
-            &classes,
-            &ds,
-            &all,
-            "all",
-            &name,
-        );
+        return Ok((ds, all, "all", name));
     }
     let (split, split_name) = match (a.model.first(), &a.split) {
         (None, None) => (
@@ -426,7 +428,7 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
                 .map(|p| p.display().to_string())
                 .unwrap_or_else(|| "the seed-42 grouped split".into());
             (
-                choose_split(&dir, &ds, split_path.as_deref(), None, 42, true)?,
+                choose_split(dir, &ds, split_path.as_deref(), None, 42, true)?,
                 name,
             )
         }
@@ -439,21 +441,11 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let (samples, part_name) = match a.part {
-        Part::Test => (&split.test, "test"),
-        Part::Val => (&split.val, "validation"),
-        Part::All => unreachable!("--part all is scored above"),
+        Part::Test => (split.test, "test"),
+        Part::Val => (split.val, "validation"),
+        Part::All => unreachable!("--part all returned above"),
     };
-    score(
-        &a,
-        &models,
-        &model_name,
-        &meta,
-        &classes,
-        &ds,
-        samples,
-        part_name,
-        &split_name,
-    )
+    Ok((ds, samples, part_name, split_name))
 }
 
 /// Scores `models` (an ensemble when several) on `samples` of `ds` and prints the figures.

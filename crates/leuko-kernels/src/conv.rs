@@ -9,7 +9,7 @@
 //! [`conv2d`] has the signature and semantics of `burn::tensor::module::conv2d` restricted to
 //! stride 1, dilation 1, one group and square kernels of size 1 (padding 0) or 3 (padding 1).
 //! On the `flex` device and on `flex().autodiff()` it routes through a backend extension trait,
-//! [`FastConvBackend`], implemented for `Flex` (the kernels below) and for `Autodiff<Flex, C>`
+//! [`KernelBackend`], implemented for `Flex` (the kernels below) and for `Autodiff<Flex, C>`
 //! (a custom [`Backward`] step whose gradients are computed by the same kernels). Everywhere else
 //! (another backend, another dtype, another kernel geometry, a CPU without AVX2+FMA) it calls
 //! burn's stock `conv2d`, so callers never depend on this module being the one that runs.
@@ -62,14 +62,13 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::ops::ModuleOps;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{
-    backend_extension, Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
-};
+use burn::backend::{Autodiff, Dispatch, DispatchDevice, Flex, TensorMetadata};
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Device, Tensor};
 
+use crate::backend::KernelBackend;
 use crate::flex::{contiguous, f32s, from_vec, FlexTensor};
-use crate::ops::{FastOpsBackend, ReluDropout};
+use crate::ops::ReluDropout;
 
 /// Applies a 2-D convolution: stride 1, dilation 1, one group, square kernel, symmetric zero
 /// padding `padding`.
@@ -104,10 +103,8 @@ pub fn conv2d(
     }
     let (x, weight) = (x.into_dispatch(), weight.into_dispatch());
     let out = match bias {
-        Some(b) => {
-            <Dispatch as FastConvBackend>::fast_conv2d(x, weight, b.into_dispatch(), padding)
-        }
-        None => <Dispatch as FastConvBackend>::fast_conv2d_unbiased(x, weight, padding),
+        Some(b) => <Dispatch as KernelBackend>::fast_conv2d(x, weight, b.into_dispatch(), padding),
+        None => <Dispatch as KernelBackend>::fast_conv2d_unbiased(x, weight, padding),
     };
     Tensor::from_dispatch(out)
 }
@@ -133,7 +130,7 @@ pub fn conv2d_relu_dropout(
     if !fast {
         return crate::ops::relu_dropout(conv2d(x, weight, Some(bias), padding), p, seed);
     }
-    Tensor::from_dispatch(<Dispatch as FastConvBackend>::fast_conv2d_relu_dropout(
+    Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_conv2d_relu_dropout(
         x.into_dispatch(),
         weight.into_dispatch(),
         bias.into_dispatch(),
@@ -203,45 +200,11 @@ fn options(padding: usize) -> ConvOptions<2> {
     ConvOptions::new([1, 1], [padding, padding], [1, 1], 1)
 }
 
-/// The backend extension through which [`conv2d`] reaches the kernels.
-///
-/// Implemented for `Flex` (forward kernel) and `Autodiff<Flex, C>` (forward kernel plus a custom
-/// backward step); the generated `Dispatch` implementation panics on any other backend, which is
-/// why [`conv2d`] checks [`is_fast_path`] before calling it.
-///
-/// The biased and unbiased forms are separate methods because burn 0.22.1's
-/// `#[backend_extension]` routes an `Option<FloatTensor<Self>>` argument but does not unwrap it
-/// to the selected backend (the generated call fails to type-check).
-#[backend_extension(Flex, Autodiff)]
-pub trait FastConvBackend: Backend {
-    /// `conv2d` with bias, stride 1, dilation 1, one group and symmetric padding `padding`.
-    fn fast_conv2d(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        padding: usize,
-    ) -> FloatTensor<Self>;
+/// The flex (forward) side of the convolutions of [`KernelBackend`].
+pub(crate) struct FlexConv;
 
-    /// As [`FastConvBackend::fast_conv2d`] without bias.
-    fn fast_conv2d_unbiased(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        padding: usize,
-    ) -> FloatTensor<Self>;
-
-    /// [`FastConvBackend::fast_conv2d`], then ReLU and dropout (see [`conv2d_relu_dropout`]).
-    fn fast_conv2d_relu_dropout(
-        x: FloatTensor<Self>,
-        weight: FloatTensor<Self>,
-        bias: FloatTensor<Self>,
-        padding: usize,
-        p: f64,
-        seed: u64,
-    ) -> FloatTensor<Self>;
-}
-
-impl FastConvBackend for Flex {
-    fn fast_conv2d(
+impl FlexConv {
+    pub(crate) fn fast_conv2d(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
@@ -250,11 +213,15 @@ impl FastConvBackend for Flex {
         flex_forward(x, weight, Some(bias), padding, None)
     }
 
-    fn fast_conv2d_unbiased(x: FlexTensor, weight: FlexTensor, padding: usize) -> FlexTensor {
+    pub(crate) fn fast_conv2d_unbiased(
+        x: FlexTensor,
+        weight: FlexTensor,
+        padding: usize,
+    ) -> FlexTensor {
         flex_forward(x, weight, None, padding, None)
     }
 
-    fn fast_conv2d_relu_dropout(
+    pub(crate) fn fast_conv2d_relu_dropout(
         x: FlexTensor,
         weight: FlexTensor,
         bias: FlexTensor,
@@ -264,7 +231,7 @@ impl FastConvBackend for Flex {
     ) -> FlexTensor {
         match ReluDropout::new(p, seed) {
             Some(act) => flex_forward(x, weight, Some(bias), padding, Some(act)),
-            None => <Flex as FastOpsBackend>::fast_relu_dropout(
+            None => <Flex as KernelBackend>::fast_relu_dropout(
                 flex_forward(x, weight, Some(bias), padding, None),
                 p,
                 seed,
@@ -313,8 +280,11 @@ fn flex_forward(
 /// The autodiff tensor over flex.
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
-impl<C: CheckpointStrategy> FastConvBackend for Autodiff<Flex, C> {
-    fn fast_conv2d(
+/// The autodiff side of the convolutions of [`KernelBackend`].
+pub(crate) struct AutodiffConv<C>(std::marker::PhantomData<C>);
+
+impl<C: CheckpointStrategy> AutodiffConv<C> {
+    pub(crate) fn fast_conv2d(
         x: AdTensor<C>,
         weight: AdTensor<C>,
         bias: AdTensor<C>,
@@ -323,11 +293,15 @@ impl<C: CheckpointStrategy> FastConvBackend for Autodiff<Flex, C> {
         autodiff_forward::<C>(x, weight, Some(bias), padding)
     }
 
-    fn fast_conv2d_unbiased(x: AdTensor<C>, weight: AdTensor<C>, padding: usize) -> AdTensor<C> {
+    pub(crate) fn fast_conv2d_unbiased(
+        x: AdTensor<C>,
+        weight: AdTensor<C>,
+        padding: usize,
+    ) -> AdTensor<C> {
         autodiff_forward::<C>(x, weight, None, padding)
     }
 
-    fn fast_conv2d_relu_dropout(
+    pub(crate) fn fast_conv2d_relu_dropout(
         x: AdTensor<C>,
         weight: AdTensor<C>,
         bias: AdTensor<C>,
@@ -346,7 +320,7 @@ impl<C: CheckpointStrategy> FastConvBackend for Autodiff<Flex, C> {
         let Some(act) = act.filter(|_| supported) else {
             // Two steps, each with its own gradient (also for shapes the kernels do not cover).
             let y = autodiff_forward::<C>(x, weight, Some(bias), padding);
-            return <Autodiff<Flex, C> as FastOpsBackend>::fast_relu_dropout(y, p, seed);
+            return <Autodiff<Flex, C> as KernelBackend>::fast_relu_dropout(y, p, seed);
         };
         match ConvReluDropout
             .prepare::<C>([x.node(), weight.node(), bias.node()])
@@ -451,11 +425,11 @@ fn autodiff_forward<C: CheckpointStrategy>(
     }
 }
 
-/// Backward step of [`FastConvBackend::fast_conv2d`]; parents are `[x, weight, bias]`.
+/// Backward step of [`KernelBackend::fast_conv2d`]; parents are `[x, weight, bias]`.
 #[derive(Debug)]
 struct ConvWithBias;
 
-/// Backward step of [`FastConvBackend::fast_conv2d_unbiased`]; parents are `[x, weight]`.
+/// Backward step of [`KernelBackend::fast_conv2d_unbiased`]; parents are `[x, weight]`.
 #[derive(Debug)]
 struct ConvNoBias;
 
@@ -503,7 +477,7 @@ impl Backward<Flex, 2> for ConvNoBias {
     }
 }
 
-/// Backward step of [`FastConvBackend::fast_conv2d_relu_dropout`]; parents are `[x, weight,
+/// Backward step of [`KernelBackend::fast_conv2d_relu_dropout`]; parents are `[x, weight,
 /// bias]`.
 #[derive(Debug)]
 struct ConvReluDropout;

@@ -11,6 +11,7 @@
 //! so a caller never depends on which path runs. Each kernel is tested against burn's layers,
 //! values and gradients (`tests/`).
 
+pub mod backend;
 pub mod conv;
 mod flex;
 pub mod ops;

@@ -21,9 +21,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::autodiff::NodeId;
 use burn::backend::tensor::FloatTensor;
-use burn::backend::{
-    backend_extension, Autodiff, Backend, Dispatch, DispatchDevice, Flex, TensorMetadata,
-};
+use burn::backend::{Autodiff, Dispatch, DispatchDevice, Flex, TensorMetadata};
 use burn::tensor::{DType, Device, Tensor, TensorData};
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
@@ -71,7 +69,7 @@ pub fn relu_dropout(x: Tensor<4>, p: f64, seed: u64) -> Tensor<4> {
         let mask = Tensor::<4>::from_data(TensorData::new(keep, dims), &y.device());
         return y * mask;
     }
-    Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_relu_dropout(
+    Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_relu_dropout(
         x.into_dispatch(),
         p,
         seed,
@@ -88,7 +86,7 @@ pub fn add_relu_pool(y: Tensor<4>, skip: Tensor<4>) -> Tensor<4> {
             .forward(burn::tensor::activation::relu(y + skip));
         return pooled;
     }
-    Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_add_relu_pool(
+    Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_add_relu_pool(
         y.into_dispatch(),
         skip.into_dispatch(),
     ))
@@ -108,13 +106,13 @@ pub fn batch_norm_train(
         return (r.output, r.mean.detach(), r.variance.detach());
     }
     let c = x.dims()[1];
-    let stats = Tensor::<1>::from_dispatch(<Dispatch as FastOpsBackend>::fast_batch_stats(
+    let stats = Tensor::<1>::from_dispatch(<Dispatch as KernelBackend>::fast_batch_stats(
         x.clone().detach().into_dispatch(),
     ));
     let mean = stats.clone().narrow(0, 0, c);
     let var = stats.clone().narrow(0, c, c);
     let stats_all = stats;
-    let out = Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_train(
+    let out = Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_bn_train(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
@@ -141,12 +139,12 @@ pub fn batch_norm_add_relu_pool_train(
         return (add_relu_pool(y, skip), mean, var);
     }
     let c = x.dims()[1];
-    let stats = Tensor::<1>::from_dispatch(<Dispatch as FastOpsBackend>::fast_batch_stats(
+    let stats = Tensor::<1>::from_dispatch(<Dispatch as KernelBackend>::fast_batch_stats(
         x.clone().detach().into_dispatch(),
     ));
     let mean = stats.clone().narrow(0, 0, c);
     let var = stats.clone().narrow(0, c, c);
-    let out = Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_add_relu_pool(
+    let out = Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_bn_add_relu_pool(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
@@ -169,7 +167,7 @@ pub fn batch_norm_eval(
     if !(fast(&x) && fast(&gamma) && fast(&beta) && fast(&mean) && fast(&var)) {
         return burn::tensor::module::batch_norm(x, gamma, beta, mean, var, epsilon);
     }
-    Tensor::from_dispatch(<Dispatch as FastOpsBackend>::fast_bn_eval(
+    Tensor::from_dispatch(<Dispatch as KernelBackend>::fast_bn_eval(
         x.into_dispatch(),
         gamma.into_dispatch(),
         beta.into_dispatch(),
@@ -179,59 +177,23 @@ pub fn batch_norm_eval(
     ))
 }
 
-/// The backend extension through which the functions above reach the kernels; implemented
-/// for `Flex` and `Autodiff<Flex, C>` (the generated `Dispatch` implementation panics on other
-/// backends, which is why callers check [`is_fast_path`] first).
-#[backend_extension(Flex, Autodiff)]
-pub trait FastOpsBackend: Backend {
-    fn fast_relu_dropout(x: FloatTensor<Self>, p: f64, seed: u64) -> FloatTensor<Self>;
-    fn fast_add_relu_pool(y: FloatTensor<Self>, skip: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Per-channel mean (first `C` values) and biased variance (next `C`); not differentiable.
-    fn fast_batch_stats(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Batch norm with the batch's statistics, given as computed by [`Self::fast_batch_stats`]
-    /// (so that they are computed once per layer), differentiable with respect to `x`, `gamma`
-    /// and `beta`.
-    fn fast_bn_train(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> FloatTensor<Self>;
-    /// [`Self::fast_bn_train`] then [`Self::fast_add_relu_pool`] with `skip`, in one pass;
-    /// differentiable with respect to `x`, `gamma`, `beta` and `skip`.
-    fn fast_bn_add_relu_pool(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        stats: FloatTensor<Self>,
-        epsilon: f64,
-        skip: FloatTensor<Self>,
-    ) -> FloatTensor<Self>;
-    /// Batch norm with given statistics (inference): one pass instead of four broadcasts.
-    fn fast_bn_eval(
-        x: FloatTensor<Self>,
-        gamma: FloatTensor<Self>,
-        beta: FloatTensor<Self>,
-        mean: FloatTensor<Self>,
-        var: FloatTensor<Self>,
-        epsilon: f64,
-    ) -> FloatTensor<Self>;
-}
-
+use crate::backend::KernelBackend;
 use crate::flex::{contiguous, f32s, from_vec, output_buffer, FlexTensor};
 type AdTensor<C> = FloatTensor<Autodiff<Flex, C>>;
 
-impl FastOpsBackend for Flex {
-    fn fast_relu_dropout(x: FlexTensor, p: f64, seed: u64) -> FlexTensor {
+/// The flex (forward) side of the fused ops of [`KernelBackend`].
+pub(crate) struct FlexOps;
+
+impl FlexOps {
+    pub(crate) fn fast_relu_dropout(x: FlexTensor, p: f64, seed: u64) -> FlexTensor {
         relu_dropout_fwd(&contiguous(x), p, seed)
     }
 
-    fn fast_add_relu_pool(y: FlexTensor, skip: FlexTensor) -> FlexTensor {
+    pub(crate) fn fast_add_relu_pool(y: FlexTensor, skip: FlexTensor) -> FlexTensor {
         pool_fwd(&contiguous(y), &contiguous(skip), false).0
     }
 
-    fn fast_batch_stats(x: FlexTensor) -> FlexTensor {
+    pub(crate) fn fast_batch_stats(x: FlexTensor) -> FlexTensor {
         let x = contiguous(x);
         let (mean, var) = batch_stats(f32s(&x), &dims4(&x));
         let mut v = mean;
@@ -240,7 +202,7 @@ impl FastOpsBackend for Flex {
         from_vec(v, vec![n])
     }
 
-    fn fast_bn_train(
+    pub(crate) fn fast_bn_train(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
@@ -257,7 +219,7 @@ impl FastOpsBackend for Flex {
         .0
     }
 
-    fn fast_bn_add_relu_pool(
+    pub(crate) fn fast_bn_add_relu_pool(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
@@ -277,7 +239,7 @@ impl FastOpsBackend for Flex {
         bn_pool_fwd(&x, bn, &contiguous(skip), false).0
     }
 
-    fn fast_bn_eval(
+    pub(crate) fn fast_bn_eval(
         x: FlexTensor,
         gamma: FlexTensor,
         beta: FlexTensor,
@@ -300,8 +262,11 @@ impl FastOpsBackend for Flex {
     }
 }
 
-impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
-    fn fast_bn_eval(
+/// The autodiff side of the fused ops of [`KernelBackend`].
+pub(crate) struct AutodiffOps<C>(std::marker::PhantomData<C>);
+
+impl<C: CheckpointStrategy> AutodiffOps<C> {
+    pub(crate) fn fast_bn_eval(
         x: AdTensor<C>,
         gamma: AdTensor<C>,
         beta: AdTensor<C>,
@@ -315,7 +280,7 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         )
     }
 
-    fn fast_bn_add_relu_pool(
+    pub(crate) fn fast_bn_add_relu_pool(
         x: AdTensor<C>,
         gamma: AdTensor<C>,
         beta: AdTensor<C>,
@@ -354,7 +319,7 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         }
     }
 
-    fn fast_relu_dropout(x: AdTensor<C>, p: f64, seed: u64) -> AdTensor<C> {
+    pub(crate) fn fast_relu_dropout(x: AdTensor<C>, p: f64, seed: u64) -> AdTensor<C> {
         match ReluDropoutStep
             .prepare::<C>([x.node()])
             .compute_bound()
@@ -370,7 +335,7 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         }
     }
 
-    fn fast_add_relu_pool(y: AdTensor<C>, skip: AdTensor<C>) -> AdTensor<C> {
+    pub(crate) fn fast_add_relu_pool(y: AdTensor<C>, skip: AdTensor<C>) -> AdTensor<C> {
         match AddReluPoolStep
             .prepare::<C>([y.node(), skip.node()])
             .compute_bound()
@@ -396,13 +361,13 @@ impl<C: CheckpointStrategy> FastOpsBackend for Autodiff<Flex, C> {
         }
     }
 
-    fn fast_batch_stats(x: AdTensor<C>) -> AdTensor<C> {
-        AdTensor::<C>::new(<Flex as FastOpsBackend>::fast_batch_stats(
+    pub(crate) fn fast_batch_stats(x: AdTensor<C>) -> AdTensor<C> {
+        AdTensor::<C>::new(<Flex as KernelBackend>::fast_batch_stats(
             x.into_primitive(),
         ))
     }
 
-    fn fast_bn_train(
+    pub(crate) fn fast_bn_train(
         x: AdTensor<C>,
         gamma: AdTensor<C>,
         beta: AdTensor<C>,
@@ -1027,7 +992,7 @@ fn bn_fwd(
 }
 
 /// Mean and inverse standard deviation per channel from the statistics of
-/// [`FastOpsBackend::fast_batch_stats`] (`c` means, then `c` variances).
+/// [`KernelBackend::fast_batch_stats`] (`c` means, then `c` variances).
 fn bn_coefficients(stats: &FlexTensor, c: usize, epsilon: f64) -> (Vec<f32>, Vec<f32>) {
     let (mean, var) = f32s(stats).split_at(c);
     let inv_std = var
