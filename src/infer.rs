@@ -11,6 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 /// Confidence threshold used when a model file records none.
 pub const DEFAULT_REVIEW_THRESHOLD: f32 = 0.7;
@@ -151,6 +152,120 @@ pub fn predict_probs_valid(
         out.extend(v.chunks(k).map(|c| c.to_vec()));
     }
     Ok(out)
+}
+
+/// [`predict_probs_valid`], also returning each image's pooled network features
+/// ([`LeukoNet::forward_with_features`], from the single view), which
+/// [`crate::familiar`] compares with the training photos'.
+pub fn predict_probs_and_features(
+    model: &LeukoNet,
+    images: &[&RgbImage],
+    batch: usize,
+    views: Views,
+) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+    let device = Device::flex();
+    let mut probs = Vec::with_capacity(images.len());
+    let mut features = Vec::with_capacity(images.len());
+    for chunk in images.chunks(batch.max(1)) {
+        let (w, h) = (chunk[0].width(), chunk[0].height());
+        let x = images_tensor(plain_batch(chunk), chunk.len(), w, h, &device);
+        let (logits, pooled) = model.forward_with_features(x);
+        let c = pooled.dims()[1];
+        let f = tensor_to_vec(pooled)?;
+        features.extend(f.chunks(c.max(1)).map(|c| c.to_vec()));
+        if views == Views::Single {
+            let p = softmax(logits, 1);
+            let k = p.dims()[1];
+            let v = tensor_to_vec(p)?;
+            probs.extend(v.chunks(k.max(1)).map(|c| c.to_vec()));
+        }
+    }
+    if views != Views::Single {
+        probs = predict_probs_valid(model, images, batch, views)?;
+    }
+    Ok((probs, features))
+}
+
+/// Measures `photo` as [`crate::familiar::Familiarity`] compares photos, with the isolation and
+/// crops the model records (as prediction sees the photo).
+pub fn measure_photo(
+    model: &LeukoNet,
+    meta: &ModelMeta,
+    photo: &RgbImage,
+) -> Result<crate::familiar::PhotoMeasure> {
+    let look = crate::familiar::photo_look(photo);
+    let Some(crop) = meta.input.crop_config() else {
+        return Ok(crate::familiar::PhotoMeasure {
+            look,
+            cell_features: Vec::new(),
+        });
+    };
+    let (_, crops) =
+        crate::preprocess::cell_inputs(photo, &meta.isolation, &crop, &meta.input, 1.0);
+    let refs: Vec<&RgbImage> = crops.iter().collect();
+    let cell_features = if refs.is_empty() {
+        Vec::new()
+    } else {
+        predict_probs_and_features(model, &refs, 32, Views::Single)?.1
+    };
+    Ok(crate::familiar::PhotoMeasure {
+        look,
+        cell_features,
+    })
+}
+
+/// Photos profiled per part at most (evenly spaced): the profile's medians are steady long
+/// before, and a large data set should not add minutes to training.
+pub const MAX_PROFILED_PHOTOS: usize = 600;
+
+/// The photos of `samples`, each once, in order.
+pub fn photos_of(
+    source: &crate::data::PhotoSource,
+    samples: &[crate::data::Sample],
+) -> Vec<PathBuf> {
+    let mut seen = std::collections::HashSet::new();
+    samples
+        .iter()
+        .map(|s| source.photo_path(s.image_id))
+        .filter(|p| seen.insert(p.clone()))
+        .collect()
+}
+
+/// What the `train` photos look like, with thresholds chosen on the `held_out` ones
+/// ([`crate::familiar::Familiarity::fit`]); `None` without training photos.
+pub fn profile(
+    model: &LeukoNet,
+    meta: &ModelMeta,
+    train: &[PathBuf],
+    held_out: &[PathBuf],
+    quiet: bool,
+) -> Result<Option<crate::familiar::Familiarity>> {
+    let model = model.valid();
+    let pick = |paths: &[PathBuf]| -> Vec<PathBuf> {
+        let n = paths.len();
+        let k = n.min(MAX_PROFILED_PHOTOS);
+        (0..k).map(|i| paths[i * n / k.max(1)].clone()).collect()
+    };
+    let (train, held_out) = (pick(train), pick(held_out));
+    let bar = crate::progress::bar(
+        (train.len() + held_out.len()) as u64,
+        "profiling photos",
+        quiet,
+    );
+    let measure = |paths: &[PathBuf]| -> Result<Vec<crate::familiar::PhotoMeasure>> {
+        paths
+            .iter()
+            .map(|p| {
+                let photo = crate::imageio::load_rgb(p)?;
+                bar.inc(1);
+                measure_photo(&model, meta, &photo)
+            })
+            .collect()
+    };
+    let train = measure(&train)?;
+    let held_out = measure(&held_out)?;
+    bar.finish_and_clear();
+    Ok(crate::familiar::Familiarity::fit(&train, &held_out))
 }
 
 pub(crate) fn tensor_to_vec<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {

@@ -5,7 +5,8 @@
 //! 1. files and data sets: [`data`] (photos, labels, annotations), [`imageio`], [`audit`]
 //!    (near-duplicate photos), [`split`] (leakage-free splits);
 //! 2. preprocess: [`isolate`] (finding leukocytes), [`stain`] (colour balance),
-//!    [`preprocess`] (photo to network input), [`augment`];
+//!    [`preprocess`] (photo to network input), [`augment`], [`familiar`] (what photos look
+//!    like, and whether a photo looks like a model's training photos);
 //! 3. model and training: [`model`] (the network and its file; kernels in the
 //!    `leuko-kernels` crate), [`train`], [`metrics`], [`case_study`];
 //! 4. inference: [`infer`] (views, prior, probabilities, review threshold), [`predict`]
@@ -20,6 +21,7 @@ pub mod bench;
 pub mod case_study;
 pub mod data;
 pub mod error;
+pub mod familiar;
 pub mod fsutil;
 pub mod imageio;
 pub mod infer;

@@ -23,6 +23,8 @@ enum Command {
     Isolate(cmd::isolate::IsolateArgs),
     /// Train a classifier from an experiment config.
     Train(cmd::train::TrainArgs),
+    /// Record what a model's training photos look like, so that photos unlike them are flagged.
+    Profile(cmd::profile::ProfileArgs),
     /// Evaluate a trained model on a split's test part: kappa, accuracy, per-class scores.
     Evaluate(cmd::train::EvaluateArgs),
     /// Reproduce the four-step study: baseline → balanced → isolated → final, with the comparison table.
@@ -58,6 +60,7 @@ fn main() -> ExitCode {
         Command::Serve(a) => cmd::serve::run(a),
         Command::Predict(a) => cmd::predict::run(a),
         Command::Report(a) => cmd::report::run(a),
+        Command::Profile(a) => cmd::profile::run(a),
         Command::Bench(a) => cmd::bench::run(a),
     };
     match result {

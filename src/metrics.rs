@@ -111,6 +111,15 @@ pub struct Metrics {
     pub per_class: Vec<ClassMetrics>,
     /// Rows: true class, columns: predicted class, in `per_class` order.
     pub confusion: ConfusionMatrix,
+    /// Share of the cells not flagged for review (`leuko evaluate`; absent in training runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coverage: Option<f64>,
+    /// Accuracy on the cells not flagged for review (`None` when every cell is flagged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selective_accuracy: Option<f64>,
+    /// Cells flagged for each review reason (a cell may have several).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub flagged_by_reason: std::collections::BTreeMap<String, usize>,
 }
 
 impl Metrics {
@@ -137,7 +146,34 @@ impl Metrics {
             macro_f1: cm.macro_f1(),
             per_class,
             confusion: cm,
+            coverage: None,
+            selective_accuracy: None,
+            flagged_by_reason: Default::default(),
         }
+    }
+
+    /// Adds the review figures: `reasons[i]` are the review reasons of cell `i` (none: not
+    /// flagged), whose truth and prediction are `truth[i]` and `predicted[i]`.
+    pub fn with_review(
+        mut self,
+        truth: &[usize],
+        predicted: &[usize],
+        reasons: &[Vec<&str>],
+    ) -> Metrics {
+        let kept: Vec<bool> = reasons.iter().map(|r| r.is_empty()).collect();
+        let n = kept.len();
+        let covered = kept.iter().filter(|&&k| k).count();
+        let right = kept
+            .iter()
+            .zip(truth.iter().zip(predicted))
+            .filter(|(&k, (t, p))| k && t == p)
+            .count();
+        self.coverage = (n > 0).then(|| covered as f64 / n as f64);
+        self.selective_accuracy = (covered > 0).then(|| right as f64 / covered as f64);
+        for r in reasons.iter().flatten() {
+            *self.flagged_by_reason.entry(r.to_string()).or_default() += 1;
+        }
+        self
     }
 
     /// A plain-text table for terminals.
@@ -149,6 +185,25 @@ impl Metrics {
             "n = {}   accuracy {:.3}   Cohen's kappa {:.3}   macro F1 {:.3}\n",
             self.n, self.accuracy, self.kappa, self.macro_f1
         );
+        if let Some(c) = self.coverage {
+            let sel = self
+                .selective_accuracy
+                .map_or("-".to_string(), |a| format!("{a:.3}"));
+            let reasons: Vec<String> = self
+                .flagged_by_reason
+                .iter()
+                .map(|(r, k)| format!("{r} {k}"))
+                .collect();
+            let _ = writeln!(
+                s,
+                "not flagged for review: coverage {c:.3}   selective accuracy {sel}{}\n",
+                if reasons.is_empty() {
+                    String::new()
+                } else {
+                    format!("   (flagged: {})", reasons.join(", "))
+                }
+            );
+        }
         let _ = writeln!(
             s,
             "{:<12} {:>9} {:>7} {:>7} {:>8}",

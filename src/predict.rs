@@ -36,6 +36,11 @@ pub enum ReviewReason {
     /// The box is much smaller or larger than leukocytes usually are at this
     /// photo size (a fragment, a clump, or another magnification).
     UnusualSize,
+    /// The photo looks unlike the model's training photos (another microscope, camera or
+    /// stain: [`crate::familiar`]); every cell of it, and the photo, carry this reason.
+    UnfamiliarPhoto,
+    /// No leukocyte was found in the photo (a photo-level reason).
+    NoLeukocyteFound,
 }
 
 impl ReviewReason {
@@ -44,6 +49,8 @@ impl ReviewReason {
             ReviewReason::LowConfidence => "low_confidence",
             ReviewReason::TouchesBorder => "touches_border",
             ReviewReason::UnusualSize => "unusual_size",
+            ReviewReason::UnfamiliarPhoto => "unfamiliar_photo",
+            ReviewReason::NoLeukocyteFound => "no_leukocyte_found",
         }
     }
 }
@@ -72,6 +79,31 @@ impl ReviewRules {
             min_side_fraction: 0.15,
             max_side_fraction: 0.70,
         }
+    }
+
+    /// [`ReviewRules::reasons`] for a box `b` of a `w x h` photo taken at `magnification` times
+    /// BCCD's: the box and the photo are judged as they would be at BCCD's magnification.
+    pub fn reasons_at(
+        &self,
+        b: &LeukocyteBox,
+        w: u32,
+        h: u32,
+        magnification: f32,
+        confidence: f32,
+    ) -> Vec<ReviewReason> {
+        let m = f64::from(magnification);
+        if m == 1.0 || !m.is_finite() || m <= 0.0 {
+            return self.reasons(b, w, h, confidence);
+        }
+        let fw = ((w as f64 / m).round() as u32).max(1);
+        let fh = ((h as f64 / m).round() as u32).max(1);
+        let scaled = b.resized(
+            fw as f64 / w.max(1) as f64,
+            fh as f64 / h.max(1) as f64,
+            fw,
+            fh,
+        );
+        self.reasons(&scaled, fw, fh, confidence)
     }
 
     /// The reasons (possibly none) to flag a cell.
@@ -126,6 +158,21 @@ pub struct PhotoPrediction {
     pub height: u32,
     /// Empty when no leukocyte was found.
     pub cells: Vec<CellPrediction>,
+    /// How unlike the model's training photos this one is
+    /// ([`crate::familiar::Familiarity::unfamiliarity`]: above 1, unfamiliar); `None` when the
+    /// model file records no profile of its training photos.
+    pub unfamiliarity: Option<f32>,
+    /// Whether a person should look at the photo: no leukocyte found, or unfamiliar.
+    pub review: bool,
+    /// [`ReviewReason::NoLeukocyteFound`] and / or [`ReviewReason::UnfamiliarPhoto`].
+    pub review_reasons: Vec<ReviewReason>,
+}
+
+impl PhotoPrediction {
+    /// A photo the model's training photos do not resemble.
+    pub fn unfamiliar(&self) -> bool {
+        self.review_reasons.contains(&ReviewReason::UnfamiliarPhoto)
+    }
 }
 
 /// A loaded model ready to classify photos. Cheap to share between threads
@@ -230,26 +277,6 @@ impl Classifier {
         self.magnification = m.0;
     }
 
-    /// `b` (in a `w x h` photo) and the photo's size as they would be at BCCD's magnification.
-    fn at_bccd_scale(&self, b: &LeukocyteBox, w: u32, h: u32) -> (LeukocyteBox, u32, u32) {
-        let m = f64::from(self.magnification);
-        if m == 1.0 {
-            return (*b, w, h);
-        }
-        let fw = ((w as f64 / m).round() as u32).max(1);
-        let fh = ((h as f64 / m).round() as u32).max(1);
-        (
-            b.resized(
-                fw as f64 / w.max(1) as f64,
-                fh as f64 / h.max(1) as f64,
-                fw,
-                fh,
-            ),
-            fw,
-            fh,
-        )
-    }
-
     /// Finds, crops and classifies every leukocyte in a photo.
     pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
         self.classify_timed(photo).map(|(p, _)| p)
@@ -258,25 +285,34 @@ impl Classifier {
     /// [`Classifier::classify`], also timing its two stages (for `leuko bench predict`).
     pub fn classify_timed(&self, photo: &RgbImage) -> Result<(PhotoPrediction, StageTimes)> {
         let t0 = Instant::now();
-        let boxes = crate::isolate::isolate_at(photo, &self.isolation, self.magnification);
-        let mut crops: Vec<RgbImage> = boxes
-            .iter()
-            .map(|b| crate::isolate::crop(photo, b, &self.crop))
-            .collect();
-        crate::preprocess::finish_inputs(photo, &self.meta.input, &mut crops, true);
+        let (boxes, crops) = crate::preprocess::cell_inputs(
+            photo,
+            &self.isolation,
+            &self.crop,
+            &self.meta.input,
+            self.magnification,
+        );
         let t1 = Instant::now();
         let refs: Vec<&RgbImage> = crops.iter().collect();
-        let mut probs = if refs.is_empty() {
-            Vec::new()
+        let (mut probs, features) = if refs.is_empty() {
+            (Vec::new(), Vec::new())
         } else {
-            crate::infer::predict_probs_valid(&self.model, &refs, 32, self.views)?
+            crate::infer::predict_probs_and_features(&self.model, &refs, 32, self.views)?
         };
         crate::infer::apply_prior(&mut probs, self.prior.as_deref());
+        let t2 = Instant::now();
+        let unfamiliarity = self.meta.familiarity.as_ref().map(|f| {
+            f.unfamiliarity(&crate::familiar::PhotoMeasure {
+                look: crate::familiar::photo_look(photo),
+                cell_features: features,
+            })
+        });
+        let unfamiliar = unfamiliarity.is_some_and(|u| u > 1.0);
         let times = StageTimes {
-            isolate_ms: (t1 - t0).as_secs_f64() * 1e3,
-            network_ms: t1.elapsed().as_secs_f64() * 1e3,
+            isolate_ms: (t1 - t0).as_secs_f64() * 1e3 + t2.elapsed().as_secs_f64() * 1e3,
+            network_ms: (t2 - t1).as_secs_f64() * 1e3,
         };
-        let cells = boxes
+        let cells: Vec<CellPrediction> = boxes
             .into_iter()
             .zip(crops)
             .zip(probs)
@@ -286,8 +322,16 @@ impl Classifier {
                     p.iter()
                         .enumerate()
                         .fold((0, &f32::MIN), |b, x| if x.1 > b.1 { x } else { b });
-                let (frame_box, fw, fh) = self.at_bccd_scale(&bbox, photo.width(), photo.height());
-                let reasons = self.rules.reasons(&frame_box, fw, fh, confidence);
+                let mut reasons = self.rules.reasons_at(
+                    &bbox,
+                    photo.width(),
+                    photo.height(),
+                    self.magnification,
+                    confidence,
+                );
+                if unfamiliar {
+                    reasons.push(ReviewReason::UnfamiliarPhoto);
+                }
                 CellPrediction {
                     cell: i + 1,
                     bbox,
@@ -300,10 +344,20 @@ impl Classifier {
                 }
             })
             .collect();
+        let mut photo_reasons = Vec::new();
+        if cells.is_empty() {
+            photo_reasons.push(ReviewReason::NoLeukocyteFound);
+        }
+        if unfamiliar {
+            photo_reasons.push(ReviewReason::UnfamiliarPhoto);
+        }
         let prediction = PhotoPrediction {
             width: photo.width(),
             height: photo.height(),
             cells,
+            unfamiliarity,
+            review: !photo_reasons.is_empty(),
+            review_reasons: photo_reasons,
         };
         Ok((prediction, times))
     }
@@ -328,7 +382,7 @@ impl Classifier {
 /// Time spent in the stages of [`Classifier::classify_timed`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct StageTimes {
-    /// Finding the leukocytes and cropping them.
+    /// Finding the leukocytes and cropping them, and measuring the photo's look.
     pub isolate_ms: f64,
     /// The network on all crops of the photo (one batch), softmax included.
     pub network_ms: f64,

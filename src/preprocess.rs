@@ -153,10 +153,43 @@ pub fn network_input_at(
     input: &InputConfig,
     magnification: f32,
 ) -> (RgbImage, bool) {
+    let (img, found) = network_input_with_box(photo, input, magnification);
+    (img, found.is_some() || input.crop_config().is_none())
+}
+
+/// [`network_input_at`], with the box the input was cut at (`None` when the whole photo is the
+/// input: a model of whole photos, or no leukocyte found).
+pub fn network_input_with_box(
+    photo: &RgbImage,
+    input: &InputConfig,
+    magnification: f32,
+) -> (RgbImage, Option<crate::isolate::LeukocyteBox>) {
     let (mut img, found) = unbalanced_input(photo, input, magnification);
-    let cropped = found && input.crop_config().is_some();
-    finish_inputs(photo, input, std::slice::from_mut(&mut img), cropped);
+    finish_inputs(
+        photo,
+        input,
+        std::slice::from_mut(&mut img),
+        found.is_some(),
+    );
     (img, found)
+}
+
+/// Every leukocyte the isolation finds in `photo` (taken at `magnification` times BCCD's) and
+/// its network input, as prediction classifies them: boxes in the photo's pixels, largest first.
+pub fn cell_inputs(
+    photo: &RgbImage,
+    isolation: &crate::isolate::IsolationConfig,
+    crop: &crate::isolate::CropConfig,
+    input: &InputConfig,
+    magnification: f32,
+) -> (Vec<crate::isolate::LeukocyteBox>, Vec<RgbImage>) {
+    let boxes = crate::isolate::isolate_at(photo, isolation, magnification);
+    let mut crops: Vec<RgbImage> = boxes
+        .iter()
+        .map(|b| crate::isolate::crop(photo, b, crop))
+        .collect();
+    finish_inputs(photo, input, &mut crops, true);
+    (boxes, crops)
 }
 
 /// What every network input cut from (or resized from) `photo` gets before the network sees
@@ -219,17 +252,21 @@ pub fn training_isolation() -> crate::isolate::IsolationConfig {
     crate::isolate::IsolationConfig::default()
 }
 
-fn unbalanced_input(photo: &RgbImage, input: &InputConfig, magnification: f32) -> (RgbImage, bool) {
+fn unbalanced_input(
+    photo: &RgbImage,
+    input: &InputConfig,
+    magnification: f32,
+) -> (RgbImage, Option<crate::isolate::LeukocyteBox>) {
     let (w, h) = input.dims();
     match input.crop_config() {
-        None => (resize(photo, w, h), true),
+        None => (resize(photo, w, h), None),
         Some(crop) => {
             let cfg = training_isolation();
             let boxes = crate::isolate::isolate_at(photo, &cfg, magnification);
             match boxes.first() {
-                Some(b) => (crate::isolate::crop(photo, b, &crop), true),
+                Some(b) => (crate::isolate::crop(photo, b, &crop), Some(*b)),
                 // Nothing found: the whole photo, as the study's pipeline does.
-                None => (resize(photo, w, h), false),
+                None => (resize(photo, w, h), None),
             }
         }
     }
@@ -364,6 +401,19 @@ pub struct PhotoChange {
     /// ([`network_input_at`]); otherwise it assumes BCCD's.
     pub compensate: bool,
     pub blur: Option<Blur>,
+    /// Also measure each (changed) photo's look ([`crate::familiar::photo_look`]), for the
+    /// unfamiliar-photo review flag of `leuko evaluate`.
+    pub measure_look: bool,
+}
+
+/// Where a network input's cell lies: its box in a `width x height` photo taken at
+/// `magnification` times BCCD's (as the review rules judge boxes).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CellFrame {
+    pub bbox: crate::isolate::LeukocyteBox,
+    pub width: u32,
+    pub height: u32,
+    pub magnification: f32,
 }
 
 fn resize(img: &RgbImage, w: u32, h: u32) -> RgbImage {
@@ -379,6 +429,10 @@ pub struct InputSet {
     pub images: Vec<RgbImage>,
     /// Photos in which no leukocyte was found (the whole photo was used).
     pub not_found: Vec<u32>,
+    /// Per input, the cell's box (`None` where the whole photo was used).
+    pub frames: Vec<Option<CellFrame>>,
+    /// Per input, the photo's look when asked for ([`PhotoChange::measure_look`]), else empty.
+    pub looks: Vec<Vec<Option<f32>>>,
 }
 
 impl InputSet {
@@ -411,7 +465,8 @@ pub fn prepare_changed(
     input: &InputConfig,
     change: PhotoChange,
 ) -> Result<InputSet> {
-    let prepared: Vec<(u32, usize, RgbImage, bool)> = samples
+    type Prepared = (u32, usize, RgbImage, Option<CellFrame>, Vec<Option<f32>>);
+    let prepared: Vec<Prepared> = samples
         .par_iter()
         .map(|s| {
             let mut photo = crate::imageio::load_rgb(&dir.photo_path(s.image_id))?;
@@ -430,7 +485,7 @@ pub fn prepare_changed(
                 Some(Magnification(m)) if change.compensate => m,
                 _ => 1.0,
             };
-            let (img, found) = match (dir.cell_box(s.image_id), input.crop_config()) {
+            let (img, frame) = match (dir.cell_box(s.image_id), input.crop_config()) {
                 // The label says where the cell is: cut it there, as training cuts isolated ones.
                 (Some(b), Some(crop)) if change.magnification.is_none() => {
                     let bx = crate::isolate::LeukocyteBox {
@@ -442,9 +497,20 @@ pub fn prepare_changed(
                     };
                     let mut img = crate::isolate::crop(&photo, &bx, &crop);
                     finish_inputs(&photo, input, std::slice::from_mut(&mut img), true);
-                    (img, true)
+                    (img, Some(bx))
                 }
-                _ => network_input_at(&photo, input, told),
+                _ => network_input_with_box(&photo, input, told),
+            };
+            let frame = frame.map(|bbox| CellFrame {
+                bbox,
+                width: photo.width(),
+                height: photo.height(),
+                magnification: told,
+            });
+            let look = if change.measure_look {
+                crate::familiar::photo_look(&photo)
+            } else {
+                Vec::new()
             };
             let label = classes.index_of(s.label).ok_or_else(|| {
                 crate::LeukoError::Invalid(format!(
@@ -453,7 +519,7 @@ pub fn prepare_changed(
                     s.label
                 ))
             })?;
-            Ok((s.image_id, label, img, found))
+            Ok((s.image_id, label, img, frame, look))
         })
         .collect::<Result<_>>()?;
     let mut set = InputSet {
@@ -461,14 +527,19 @@ pub fn prepare_changed(
         labels: Vec::with_capacity(prepared.len()),
         images: Vec::with_capacity(prepared.len()),
         not_found: Vec::new(),
+        frames: Vec::with_capacity(prepared.len()),
+        looks: Vec::with_capacity(prepared.len()),
     };
-    for (id, label, img, found) in prepared {
-        if !found {
+    let whole_photos = input.crop_config().is_none();
+    for (id, label, img, frame, look) in prepared {
+        if frame.is_none() && !whole_photos {
             set.not_found.push(id);
         }
         set.ids.push(id);
         set.labels.push(label);
         set.images.push(img);
+        set.frames.push(frame);
+        set.looks.push(look);
     }
     Ok(set)
 }

@@ -6,13 +6,15 @@
 //! CSV columns (one row per leukocyte, photos in input order, cells largest first):
 //!
 //! ```text
-//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons
+//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity
 //! ```
 //!
 //! The `p_` columns follow the model's classes in its output order. A photo
 //! in which no leukocyte was found gives one row with `cell` 0, class `none`,
-//! empty box, confidence and probability fields, and `review` false.
-//! `review_reasons` lists a flagged cell's reasons separated by `;` (empty when not flagged).
+//! empty box, confidence and probability fields, `review` true and the reason
+//! `no_leukocyte_found`. `review_reasons` lists a flagged cell's reasons separated by `;` (empty
+//! when not flagged). `unfamiliarity` is the photo's ([`crate::familiar`]: above 1, the photo looks
+//! unlike the model's training photos; empty for a model that records no profile of them).
 //! Unreadable photos give no row (they are reported on stderr and in JSON).
 
 use crate::data::ClassLabel;
@@ -46,6 +48,7 @@ pub fn csv_header(classes: &[ClassLabel]) -> Vec<String> {
     h.extend(classes.iter().map(|c| format!("p_{}", c.lower())));
     h.push("review".to_string());
     h.push("review_reasons".to_string());
+    h.push("unfamiliarity".to_string());
     h
 }
 
@@ -59,13 +62,18 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
     write(csv_header(classes));
     for r in results {
         let Ok(p) = &r.outcome else { continue };
+        let unfamiliarity = p
+            .unfamiliarity
+            .map(|u| format!("{u:.3}"))
+            .unwrap_or_default();
         if p.cells.is_empty() {
             let mut row = vec![r.file.clone(), "0".to_string()];
             row.extend(std::iter::repeat_n(String::new(), 4));
             row.push(NO_CELL_CLASS.to_string());
             row.extend(std::iter::repeat_n(String::new(), 1 + classes.len()));
-            row.push("false".to_string());
-            row.push(String::new());
+            row.push(p.review.to_string());
+            row.push(reasons_list(&p.review_reasons));
+            row.push(unfamiliarity.clone());
             write(row);
         }
         for c in &p.cells {
@@ -82,13 +90,8 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
             ];
             row.extend(c.probabilities.iter().map(|p| format!("{p:.4}")));
             row.push(c.review.to_string());
-            row.push(
-                c.review_reasons
-                    .iter()
-                    .map(|r| r.as_str())
-                    .collect::<Vec<_>>()
-                    .join(";"),
-            );
+            row.push(reasons_list(&c.review_reasons));
+            row.push(unfamiliarity.clone());
             write(row);
         }
     }
@@ -105,6 +108,15 @@ pub fn to_json(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
         .collect();
     // Plain data (strings, numbers, maps with string keys): serialising cannot fail.
     serde_json::to_string_pretty(&photos).expect("predictions serialise to JSON") + "\n"
+}
+
+/// Reasons as the CSV writes them: separated by `;`.
+fn reasons_list(reasons: &[ReviewReason]) -> String {
+    reasons
+        .iter()
+        .map(|r| r.as_str())
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 fn reasons_text(reasons: &[ReviewReason]) -> String {
@@ -142,7 +154,7 @@ pub fn to_table(results: &[PhotoResult]) -> String {
                 String::new(),
                 NO_CELL_CLASS.into(),
                 String::new(),
-                String::new(),
+                reasons_text(&p.review_reasons),
             ]),
             Ok(p) => {
                 for c in &p.cells {
@@ -185,11 +197,12 @@ pub fn to_table(results: &[PhotoResult]) -> String {
     let s = Summary::of(results);
     let _ = writeln!(
         out,
-        "\n{}: {} ({} flagged for review), {} without a leukocyte, {} unreadable",
+        "\n{}: {} ({} flagged for review), {} without a leukocyte, {} unlike the training photos, {} unreadable",
         count(s.photos, "photo", "photos"),
         count(s.cells, "leukocyte", "leukocytes"),
         s.flagged,
         s.without_cell,
+        s.unfamiliar,
         s.unreadable
     );
     out
@@ -202,6 +215,8 @@ pub struct Summary {
     pub cells: usize,
     pub flagged: usize,
     pub without_cell: usize,
+    /// Photos unlike the model's training photos.
+    pub unfamiliar: usize,
     pub unreadable: usize,
 }
 
@@ -214,8 +229,9 @@ impl Summary {
         for r in results {
             match &r.outcome {
                 Err(_) => s.unreadable += 1,
-                Ok(p) if p.cells.is_empty() => s.without_cell += 1,
                 Ok(p) => {
+                    s.unfamiliar += usize::from(p.unfamiliar());
+                    s.without_cell += usize::from(p.cells.is_empty());
                     s.cells += p.cells.len();
                     s.flagged += p.cells.iter().filter(|c| c.review).count();
                 }
@@ -318,7 +334,7 @@ const GALLERY_THUMB_PX: u32 = 96;
 const STYLE: &str = "body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}\
 table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:4px 10px}\
 th{background:#f2f2f2;text-align:left}td.n{text-align:right}tr.total td{font-weight:bold}\
-.note{color:#555;font-size:0.92em}.gallery{display:flex;flex-wrap:wrap;gap:6px}\
+.note{color:#555;font-size:0.92em}.warning{background:#fff3cd;border:1px solid #e0b000;padding:0.6em 0.9em;border-radius:4px}.gallery{display:flex;flex-wrap:wrap;gap:6px}\
 figure{margin:0;text-align:center;font-size:0.75em;width:100px;overflow-wrap:anywhere}\
 figure img{width:96px;height:96px;display:block;margin:auto}.flag{outline:3px solid #d55e00}\
 td img{width:64px;height:64px}td.b{white-space:nowrap}";
@@ -330,7 +346,8 @@ td img{width:64px;height:64px}td.b{white-space:nowrap}";
 /// images are PNG data URIs. File names are HTML-escaped.
 pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     let e = html_escape;
-    let counts = differential_of(results, &opts.classes).counts;
+    let differential = differential_of(results, &opts.classes);
+    let counts = differential.counts;
     let summary = Summary::of(results);
     let total = summary.cells;
     let mut h = String::new();
@@ -353,6 +370,9 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
         e(&opts.model_origin),
         e(&opts.model_description),
     );
+    if let Some(w) = &differential.warning {
+        let _ = writeln!(h, "<p class=\"warning\" id=\"unfamiliar\">{}</p>", e(w));
+    }
 
     // Counts table and chart.
     h.push_str("<h2>Differential count</h2>\n<table id=\"counts\">\n");
@@ -559,10 +579,21 @@ mod tests {
     fn sample() -> Vec<PhotoResult> {
         let ok = |file: &str, cells| PhotoResult {
             file: file.into(),
-            outcome: Ok(PhotoPrediction {
-                width: 640,
-                height: 480,
-                cells,
+            outcome: Ok({
+                let cells: Vec<CellPrediction> = cells;
+                let review_reasons = if cells.is_empty() {
+                    vec![ReviewReason::NoLeukocyteFound]
+                } else {
+                    Vec::new()
+                };
+                PhotoPrediction {
+                    width: 640,
+                    height: 480,
+                    cells,
+                    unfamiliarity: None,
+                    review: !review_reasons.is_empty(),
+                    review_reasons,
+                }
             }),
         };
         vec![

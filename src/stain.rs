@@ -138,7 +138,17 @@ pub fn erythrocyte_density(photo: &RgbImage) -> Option<[f32; 3]> {
     let factor = isolate::work_factor(photo.width(), photo.height(), cfg.work_max_side_px);
     let work = isolate::downsample(photo, factor);
     let model = isolate::ColourModel::estimate(&work, &cfg);
-    let mask = isolate::erythrocyte_mask(&work, &model, &cfg);
+    erythrocyte_density_at(&work, &model, &cfg)
+}
+
+/// [`erythrocyte_density`] of a photo already shrunk to the isolation's working size, with its
+/// colour model.
+pub fn erythrocyte_density_at(
+    work: &RgbImage,
+    model: &isolate::ColourModel,
+    cfg: &IsolationConfig,
+) -> Option<[f32; 3]> {
+    let mask = isolate::erythrocyte_mask(work, model, cfg);
     let mut hist = [[0u32; 256]; 3];
     let mut n = 0usize;
     for (px, m) in work.pixels().zip(mask.pixels()) {

@@ -3,7 +3,8 @@
 //! per cell ([`CellRecord`]) and per differential count ([`Differential`]).
 //!
 //! ```text
-//! photo: {"file", "ok", "width", "height", "cells": [cell], "error"}
+//! photo: {"file", "ok", "width", "height", "unfamiliarity", "review", "review_reasons",
+//!         "cells": [cell], "error"}
 //! cell:  {"cell", "box": {"x_min", "y_min", "x_max", "y_max"}, "class", "confidence",
 //!         "probabilities": {CLASS: p}, "review", "review_reasons": [reason],
 //!         "crop_png_base64" (API only)}
@@ -12,7 +13,9 @@
 //! Classes are spelled as the model stores them (`NEUTROPHIL`), in `class` and as the keys of
 //! `probabilities` alike, which follow the model's output order. Boxes are photo pixels, max
 //! exclusive. `cell` numbers a photo's leukocytes from 1, largest first. A photo that could not
-//! be read has `ok` false, no `width` / `height`, no cells, and the reason in `error`.
+//! be read has `ok` false, no `width` / `height`, no cells, and the reason in `error`. A photo's
+//! `review_reasons` are `no_leukocyte_found` and `unfamiliar_photo` (its `unfamiliarity` above 1:
+//! unlike the model's training photos; `null` for a model that records no profile of them).
 
 use crate::data::ClassLabel;
 use crate::predict::{CellPrediction, PhotoPrediction, ReviewReason};
@@ -111,6 +114,9 @@ pub struct PhotoRecord {
     pub ok: bool,
     pub width: Option<u32>,
     pub height: Option<u32>,
+    pub unfamiliarity: Option<f32>,
+    pub review: bool,
+    pub review_reasons: Vec<ReviewReason>,
     pub cells: Vec<CellRecord>,
     pub error: Option<String>,
 }
@@ -129,6 +135,9 @@ impl PhotoRecord {
                 ok: true,
                 width: Some(p.width),
                 height: Some(p.height),
+                unfamiliarity: p.unfamiliarity,
+                review: p.review,
+                review_reasons: p.review_reasons.clone(),
                 cells: p
                     .cells
                     .iter()
@@ -141,6 +150,9 @@ impl PhotoRecord {
                 ok: false,
                 width: None,
                 height: None,
+                unfamiliarity: None,
+                review: false,
+                review_reasons: Vec::new(),
                 cells: Vec::new(),
                 error: Some(e.clone()),
             },
@@ -172,6 +184,13 @@ pub struct Differential {
     pub photos: usize,
     /// Of those, photos in which no leukocyte was found.
     pub photos_without_leukocyte: usize,
+    /// Of those, photos unlike the model's training photos.
+    pub photos_unfamiliar: usize,
+    /// Photos a person should look at (no leukocyte found, or unfamiliar).
+    pub photos_to_review: usize,
+    /// When many photos are unfamiliar: what that means and what to do
+    /// ([`crate::familiar::batch_warning`]).
+    pub warning: Option<String>,
     /// Leukocytes found in them.
     pub cells: usize,
     /// Of those, flagged for review (still counted under their predicted type).
@@ -229,9 +248,13 @@ pub fn differential<'a>(
             }
         })
         .collect();
+    let unfamiliar = photos.iter().filter(|p| p.unfamiliar()).count();
     Differential {
         photos: photos.len(),
         photos_without_leukocyte: photos.iter().filter(|p| p.cells.is_empty()).count(),
+        photos_unfamiliar: unfamiliar,
+        photos_to_review: photos.iter().filter(|p| p.review).count(),
+        warning: crate::familiar::batch_warning(unfamiliar, photos.len()),
         cells: total,
         flagged_for_review: cells.iter().filter(|c| c.review).count(),
         counts,
@@ -283,14 +306,25 @@ mod tests {
                 cell(blast, false),
                 cell(ClassLabel::Neutrophil, false),
             ],
+            unfamiliarity: Some(0.5),
+            review: false,
+            review_reasons: Vec::new(),
         };
         let empty = PhotoPrediction {
             width: 64,
             height: 64,
             cells: Vec::new(),
+            unfamiliarity: Some(1.5),
+            review: true,
+            review_reasons: vec![
+                ReviewReason::NoLeukocyteFound,
+                ReviewReason::UnfamiliarPhoto,
+            ],
         };
         let d = differential([&photo, &empty], &classes);
         assert_eq!((d.photos, d.photos_without_leukocyte), (2, 1));
+        assert_eq!((d.photos_unfamiliar, d.photos_to_review), (1, 1));
+        assert!(d.warning.as_deref().unwrap().contains("1 of 2 photos"));
         assert_eq!((d.cells, d.flagged_for_review), (3, 1));
         let names: Vec<&str> = d.counts.iter().map(|t| t.class.as_str()).collect();
         assert_eq!(

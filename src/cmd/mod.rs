@@ -5,6 +5,7 @@ pub mod bench;
 pub mod data;
 pub mod isolate;
 pub mod predict;
+pub mod profile;
 pub mod report;
 pub mod serve;
 pub mod split;

@@ -448,6 +448,51 @@ fn bccd_part(
     Ok((ds, samples, part_name, split_name))
 }
 
+/// Why `leuko predict` would flag each scored cell: the model's review rules on its box and
+/// confidence, no leukocyte found (the whole photo was classified), and an unfamiliar photo.
+fn review_reasons(
+    meta: &leuko::model::file::ModelMeta,
+    set: &leuko::preprocess::InputSet,
+    summed: &[Vec<f32>],
+    preds: &[usize],
+    features: &[Vec<f32>],
+    members: usize,
+) -> Vec<Vec<leuko::predict::ReviewReason>> {
+    use leuko::predict::{ReviewReason, ReviewRules};
+    let rules = ReviewRules::for_model(meta);
+    (0..set.len())
+        .map(|i| {
+            let confidence = summed[i][preds[i]] / members as f32;
+            let mut reasons = match &set.frames[i] {
+                Some(f) => {
+                    rules.reasons_at(&f.bbox, f.width, f.height, f.magnification, confidence)
+                }
+                None if meta.input.crop_config().is_some() => {
+                    let mut r = vec![ReviewReason::NoLeukocyteFound];
+                    if confidence < rules.min_confidence {
+                        r.insert(0, ReviewReason::LowConfidence);
+                    }
+                    r
+                }
+                None => (confidence < rules.min_confidence)
+                    .then_some(ReviewReason::LowConfidence)
+                    .into_iter()
+                    .collect(),
+            };
+            if let Some(fam) = &meta.familiarity {
+                let measure = leuko::familiar::PhotoMeasure {
+                    look: set.looks[i].clone(),
+                    cell_features: features.get(i).cloned().into_iter().collect(),
+                };
+                if fam.unfamiliarity(&measure) > 1.0 {
+                    reasons.push(ReviewReason::UnfamiliarPhoto);
+                }
+            }
+            reasons
+        })
+        .collect()
+}
+
 /// Scores `models` (an ensemble when several) on `samples` of `ds` and prints the figures.
 #[allow(clippy::too_many_arguments)]
 fn score(
@@ -473,17 +518,27 @@ fn score(
         magnification: a.magnification,
         compensate: a.compensate,
         blur: a.blur,
+        measure_look: meta.familiarity.is_some(),
     };
     let set =
         leuko::preprocess::prepare_changed(&ds.source, samples, classes, &meta.input, change)?;
     // An ensemble averages the members' probabilities, each under its own prior; the sum
     // picks the same class as the mean, so it is divided only where a probability is shown.
+    // The first member's features and review rules judge whether a cell is flagged.
     let mut summed: Vec<Vec<f32>> = Vec::new();
+    let mut features: Vec<Vec<f32>> = Vec::new();
     for (model, member, _) in models {
-        let (_, _, probs) =
-            leuko::infer::evaluate_set(model, &set, 64, a.views, a.prior.weights(member))?;
+        let refs: Vec<&image::RgbImage> = set.images.iter().collect();
+        let (mut probs, f) = leuko::infer::predict_probs_and_features(
+            &burn::module::Module::valid(model),
+            &refs,
+            64,
+            a.views,
+        )?;
+        leuko::infer::apply_prior(&mut probs, a.prior.weights(member));
         if summed.is_empty() {
             summed = probs;
+            features = f;
         } else {
             for (acc, p) in summed.iter_mut().zip(&probs) {
                 acc.iter_mut().zip(p).for_each(|(a, b)| *a += b);
@@ -491,7 +546,16 @@ fn score(
         }
     }
     let preds: Vec<usize> = summed.iter().map(|p| leuko::infer::argmax(p)).collect();
-    let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds);
+    let reasons = review_reasons(meta, &set, &summed, &preds, &features, models.len());
+    let reason_names: Vec<Vec<&str>> = reasons
+        .iter()
+        .map(|r| r.iter().map(|r| r.as_str()).collect())
+        .collect();
+    let m = leuko::metrics::Metrics::compute(&meta.classes, &set.labels, &preds).with_review(
+        &set.labels,
+        &preds,
+        &reason_names,
+    );
     if let Some(path) = &a.errors {
         let tiles = leuko::train::plots::error_tiles(&set, &meta.classes, &preds, |i| {
             summed[i][preds[i]] / models.len() as f32

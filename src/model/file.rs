@@ -74,6 +74,10 @@ pub struct ModelMeta {
     /// The data it was trained on (the BCCD folder, or the labels CSV / class folders).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data_source: Option<String>,
+    /// What the training photos look like, to flag photos unlike them (`None` in files written
+    /// before it was recorded: no photo is then called unfamiliar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub familiarity: Option<crate::familiar::Familiarity>,
 }
 
 /// Serialises a model and its description.

@@ -371,7 +371,18 @@ impl LeukoNet {
         self.forward_with(x, Some(dropout_seed))
     }
 
+    /// [`LeukoNet::forward`] (eval mode), also returning the pooled features the classifier
+    /// reads (`[batch, channels]`): what the network "sees" in each input, from the same pass.
+    pub fn forward_with_features(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
+        let pooled = self.pooled(x, None);
+        (self.head.forward(pooled.clone()), pooled)
+    }
+
     fn forward_with(&self, x: Tensor<4>, dropout_seed: Option<u64>) -> Tensor<2> {
+        self.head.forward(self.pooled(x, dropout_seed))
+    }
+
+    fn pooled(&self, x: Tensor<4>, dropout_seed: Option<u64>) -> Tensor<2> {
         let mut x = x;
         for (i, b) in self.blocks.iter().enumerate() {
             let seed =
@@ -379,8 +390,7 @@ impl LeukoNet {
             x = b.forward(x, seed);
         }
         let [n, c, _, _] = x.dims();
-        let pooled = x.mean_dim(3).mean_dim(2).reshape([n, c]);
-        self.head.forward(pooled)
+        x.mean_dim(3).mean_dim(2).reshape([n, c])
     }
 }
 

@@ -157,6 +157,10 @@ pub struct Prepared {
     pub train: InputSet,
     pub val: InputSet,
     pub test: InputSet,
+    /// The photos of the training and validation parts (each once), whose look the model
+    /// file records ([`crate::familiar`]).
+    pub train_photos: Vec<std::path::PathBuf>,
+    pub val_photos: Vec<std::path::PathBuf>,
 }
 
 /// Writes the run's config and split, and cuts the network inputs of every part.
@@ -193,6 +197,8 @@ pub fn prepare(
         train,
         val,
         test,
+        train_photos: crate::infer::photos_of(&dataset.source, &split.train),
+        val_photos: crate::infer::photos_of(&dataset.source, &split.val),
     })
 }
 
@@ -334,6 +340,7 @@ impl<'a> Run<'a> {
                 .as_ref()
                 .map(|i| crate::model::file::ParentModel::of(&i.name, &i.bytes)),
             data_source: Some(self.data.source.clone()),
+            familiarity: None,
         }
     }
 
@@ -653,6 +660,13 @@ impl<'a> Run<'a> {
                     .map(|t| t.max(MIN_REVIEW_THRESHOLD));
             Some(Metrics::compute(classes, &val_set.labels, &val_preds))
         };
+        meta.familiarity = crate::infer::profile(
+            &best_model,
+            &meta,
+            &self.data.train_photos,
+            &self.data.val_photos,
+            self.opts.quiet,
+        )?;
         crate::fsutil::write_atomic(&rd.model(), &model_to_bytes(&best_model, &meta)?)?;
         let mut test = None;
         let mut test_flat = None;

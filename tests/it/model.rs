@@ -31,6 +31,7 @@ fn meta(net: &NetConfig) -> ModelMeta {
         class_prior: None,
         parent: None,
         data_source: None,
+        familiarity: None,
     }
 }
 
@@ -233,6 +234,8 @@ fn eval_mode_agrees_with_train_mode_after_training() {
         labels: labels.clone(),
         images: images.clone(),
         not_found: vec![],
+        frames: vec![None; n as usize],
+        looks: vec![Vec::new(); n as usize],
     };
     let order: Vec<usize> = (0..n as usize).collect();
     let model = leuko::train::recalibrate(model, &set, &order, 16, 2, &device);
