@@ -154,6 +154,11 @@ pub fn predict_probs_valid(
     Ok(out)
 }
 
+/// One probability per class.
+pub type Probabilities = Vec<f32>;
+/// The pooled network features of one input ([`LeukoNet::forward_with_features`]).
+pub type Features = Vec<f32>;
+
 /// [`predict_probs_valid`], also returning each image's pooled network features
 /// ([`LeukoNet::forward_with_features`], from the single view), which
 /// [`crate::familiar`] compares with the training photos'.
@@ -162,7 +167,7 @@ pub fn predict_probs_and_features(
     images: &[&RgbImage],
     batch: usize,
     views: Views,
-) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>)> {
+) -> Result<(Vec<Probabilities>, Vec<Features>)> {
     let device = Device::flex();
     let mut probs = Vec::with_capacity(images.len());
     let mut features = Vec::with_capacity(images.len());

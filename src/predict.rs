@@ -31,8 +31,8 @@ pub static EMBEDDED_SPLIT: &str = include_str!("../models/default.split.json");
 pub enum ReviewReason {
     /// The top class probability is below the model's review threshold.
     LowConfidence,
-    /// The box touches the photo's border: the cell may be cut off.
-    TouchesBorder,
+    /// The photo's border cuts off a large part of the cell ([`ReviewRules::max_cut_share`]).
+    CutByBorder,
     /// The box is much smaller or larger than leukocytes usually are at this
     /// photo size (a fragment, a clump, or another magnification).
     UnusualSize,
@@ -47,7 +47,7 @@ impl ReviewReason {
     pub fn as_str(self) -> &'static str {
         match self {
             ReviewReason::LowConfidence => "low_confidence",
-            ReviewReason::TouchesBorder => "touches_border",
+            ReviewReason::CutByBorder => "cut_by_border",
             ReviewReason::UnusualSize => "unusual_size",
             ReviewReason::UnfamiliarPhoto => "unfamiliar_photo",
             ReviewReason::NoLeukocyteFound => "no_leukocyte_found",
@@ -62,6 +62,12 @@ pub struct ReviewRules {
     pub min_confidence: f32,
     /// A box edge within this many pixels of the photo edge touches the border.
     pub border_px: u32,
+    /// A cell whose box touches the border is flagged when more than this share of its
+    /// diameter is estimated to lie outside the photo ([`cut_share`]). A cell touching the
+    /// border is no less often right when less is cut off: on the default model's validation
+    /// photos 13 of 13 such cells are right, on its training photos 95.3% against 95.2% of
+    /// the others; half a cell may have lost its nucleus.
+    pub max_cut_share: f64,
     /// Accepted range of the box's geometric-mean side as a share of the
     /// photo's shorter side. BCCD's annotated leukocytes (372 boxes on
     /// 640x480 photos) span 0.21-0.59 from the 1st to the 99th percentile
@@ -76,6 +82,7 @@ impl ReviewRules {
         ReviewRules {
             min_confidence: meta.review_threshold.unwrap_or(DEFAULT_REVIEW_THRESHOLD),
             border_px: 2,
+            max_cut_share: 0.5,
             min_side_fraction: 0.15,
             max_side_fraction: 0.70,
         }
@@ -118,9 +125,8 @@ impl ReviewRules {
         if confidence < self.min_confidence {
             out.push(ReviewReason::LowConfidence);
         }
-        let bp = self.border_px;
-        if b.x_min <= bp || b.y_min <= bp || b.x_max + bp >= photo_w || b.y_max + bp >= photo_h {
-            out.push(ReviewReason::TouchesBorder);
+        if cut_share(b, photo_w, photo_h, self.border_px) > self.max_cut_share {
+            out.push(ReviewReason::CutByBorder);
         }
         let side = (b.width() as f64 * b.height() as f64).sqrt();
         let short = photo_w.min(photo_h).max(1) as f64;
@@ -129,6 +135,23 @@ impl ReviewRules {
             out.push(ReviewReason::UnusualSize);
         }
         out
+    }
+}
+
+/// How much of a cell's diameter the photo's border cuts off, estimated from its box: a
+/// leukocyte is about round, so a box cut by the left or right border keeps the cell's full
+/// height, and `1 - width / height` of its width is missing (likewise for the top or bottom).
+/// 0 for a box that touches no border (within `border_px`); 1 for one in a corner (cut on both
+/// axes: nothing to measure by).
+pub fn cut_share(b: &LeukocyteBox, photo_w: u32, photo_h: u32, border_px: u32) -> f64 {
+    let x_cut = b.x_min <= border_px || b.x_max + border_px >= photo_w;
+    let y_cut = b.y_min <= border_px || b.y_max + border_px >= photo_h;
+    let (w, h) = (f64::from(b.width().max(1)), f64::from(b.height().max(1)));
+    match (x_cut, y_cut) {
+        (false, false) => 0.0,
+        (true, false) => (1.0 - w / h).max(0.0),
+        (false, true) => (1.0 - h / w).max(0.0),
+        (true, true) => 1.0,
     }
 }
 
@@ -406,6 +429,7 @@ mod tests {
         ReviewRules {
             min_confidence: 0.7,
             border_px: 2,
+            max_cut_share: 0.5,
             min_side_fraction: 0.15,
             max_side_fraction: 0.70,
         }
@@ -422,17 +446,38 @@ mod tests {
             r.reasons(&bx(200, 150, 390, 340), 640, 480, 0.5),
             vec![ReviewReason::LowConfidence]
         );
+        // Cut by the left border by a little (a tenth of its diameter): not flagged.
+        assert!(r.reasons(&bx(0, 150, 171, 340), 640, 480, 0.95).is_empty());
+        // By a lot: more than half of it outside the photo, on either side or axis.
         assert_eq!(
-            r.reasons(&bx(0, 150, 190, 340), 640, 480, 0.95),
-            vec![ReviewReason::TouchesBorder]
+            r.reasons(&bx(0, 150, 80, 340), 640, 480, 0.95),
+            vec![ReviewReason::CutByBorder]
         );
         assert_eq!(
-            r.reasons(&bx(450, 150, 640, 340), 640, 480, 0.95),
-            vec![ReviewReason::TouchesBorder]
+            r.reasons(&bx(560, 150, 640, 340), 640, 480, 0.95),
+            vec![ReviewReason::CutByBorder]
+        );
+        assert_eq!(
+            r.reasons(&bx(200, 400, 390, 480), 640, 480, 0.95),
+            vec![ReviewReason::CutByBorder]
+        );
+        // In a corner: how much is missing cannot be told.
+        assert_eq!(
+            r.reasons(&bx(0, 0, 190, 190), 640, 480, 0.95),
+            vec![ReviewReason::CutByBorder]
         );
         assert_eq!(
             r.reasons(&bx(300, 200, 340, 240), 640, 480, 0.95),
             vec![ReviewReason::UnusualSize]
         );
+    }
+
+    #[test]
+    fn cut_share_follows_the_missing_part_of_a_round_cell() {
+        assert_eq!(cut_share(&bx(100, 100, 200, 200), 640, 480, 2), 0.0);
+        assert!((cut_share(&bx(0, 100, 75, 200), 640, 480, 2) - 0.25).abs() < 1e-9);
+        assert!((cut_share(&bx(100, 430, 200, 480), 640, 480, 2) - 0.5).abs() < 1e-9);
+        // A cell wider than tall touching a side border: nothing seems missing.
+        assert_eq!(cut_share(&bx(0, 100, 120, 200), 640, 480, 2), 0.0);
     }
 }

@@ -360,12 +360,14 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     let _ = writeln!(
         h,
         "<p>{}, {} read; <b>{}</b> classified, {} flagged for review; \
-         {} without a leukocyte; {} unreadable.</p>\n<p class=\"note\">Model: {} ({}).</p>",
+         {} without a leukocyte; {} unlike the model's training photos; {} unreadable.</p>\n\
+         <p class=\"note\">Model: {} ({}).</p>",
         count(summary.photos, "photo", "photos"),
         summary.photos - summary.unreadable,
         count(total, "leukocyte", "leukocytes"),
         summary.flagged,
         summary.without_cell,
+        summary.unfamiliar,
         summary.unreadable,
         e(&opts.model_origin),
         e(&opts.model_description),
@@ -430,11 +432,16 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
     let _ = writeln!(
         h,
         "<p class=\"note\">A cell is flagged when its top probability is below {:.2} \
-         (low_confidence), its box lies within {} px of the photo's edge (touches_border: the \
-         cell may be cut off), or the box's geometric-mean side is outside {:.2}-{:.2} of the \
-         photo's shorter side (unusual_size: a fragment, a clump or another magnification). \
-         Flagged cells are counted above under their predicted type.</p>",
-        r.min_confidence, r.border_px, r.min_side_fraction, r.max_side_fraction
+         (low_confidence), the photo's edge cuts off more than {:.0}% of its diameter \
+         (cut_by_border), or the box's geometric-mean side is outside {:.2}-{:.2} of the \
+         photo's shorter side (unusual_size: a fragment, a clump or another magnification), or \
+         its photo looks unlike the photos the model was trained on (unfamiliar_photo: another \
+         microscope, camera or stain). Flagged cells are counted above under their predicted \
+         type.</p>",
+        r.min_confidence,
+        100.0 * r.max_cut_share,
+        r.min_side_fraction,
+        r.max_side_fraction
     );
     if !flagged.is_empty() {
         h.push_str(
@@ -619,13 +626,16 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons"
+            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity"
         );
         assert_eq!(lines.len(), 1 + 2 + 1 + 1, "{csv}");
         assert!(lines[1].starts_with("\"a,<b>.jpg\",1,10,20,110,120,NEUTROPHIL,0.9000,0.9000,"));
-        assert!(lines[1].ends_with(",false,"), "{}", lines[1]);
-        assert!(lines[2].ends_with(",true,low_confidence"), "{}", lines[2]);
-        assert_eq!(lines[3], "empty.png,0,,,,,none,,,,,,false,");
+        assert!(lines[1].ends_with(",false,,"), "{}", lines[1]);
+        assert!(lines[2].ends_with(",true,low_confidence,"), "{}", lines[2]);
+        assert_eq!(
+            lines[3],
+            "empty.png,0,,,,,none,,,,,,true,no_leukocyte_found,"
+        );
         assert!(!csv.contains("broken"));
     }
 
@@ -655,7 +665,7 @@ mod tests {
         assert!(t.contains("none"));
         assert!(t.contains("unreadable"));
         assert!(t.contains(
-            "4 photos: 3 leukocytes (1 flagged for review), 1 without a leukocyte, 1 unreadable"
+            "4 photos: 3 leukocytes (1 flagged for review), 1 without a leukocyte, 0 unlike the training photos, 1 unreadable"
         ));
     }
 
@@ -686,6 +696,7 @@ mod tests {
             rules: ReviewRules {
                 min_confidence: 0.7,
                 border_px: 2,
+                max_cut_share: 0.5,
                 min_side_fraction: 0.15,
                 max_side_fraction: 0.7,
             },

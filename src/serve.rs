@@ -239,6 +239,13 @@ pub struct Health {
     /// The colour of each type (every type, not only the model's), as the report draws it.
     pub colours: std::collections::BTreeMap<&'static str, &'static str>,
     pub review_threshold: f32,
+    /// Whether the model records what its training photos look like (else no photo is
+    /// flagged `unfamiliar_photo`).
+    pub knows_its_photos: bool,
+    /// Share of unfamiliar photos above which the page warns, and what the warning advises
+    /// ([`crate::familiar::batch_warning`]).
+    pub unfamiliar_warning_share: f64,
+    pub unfamiliar_advice: &'static str,
     pub max_body_bytes: usize,
     pub max_concurrent: usize,
 }
@@ -256,6 +263,9 @@ async fn health(State(state): State<AppState>) -> Json<Health> {
             .map(|k| (k.as_str(), k.colour()))
             .collect(),
         review_threshold: c.rules().min_confidence,
+        knows_its_photos: c.meta().familiarity.is_some(),
+        unfamiliar_warning_share: crate::familiar::BATCH_WARNING_SHARE,
+        unfamiliar_advice: crate::familiar::UNFAMILIAR_ADVICE,
         max_body_bytes: state.config.max_body_bytes,
         max_concurrent: state.config.max_concurrent,
     })

@@ -11,8 +11,10 @@ let CLINICAL_ORDER = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "bas
 const COLORS = {};
 const REASONS = {
   low_confidence: "low confidence",
-  touches_border: "touches the photo border",
+  cut_by_border: "cut off by the photo border",
   unusual_size: "unusual size",
+  unfamiliar_photo: "photo unlike the training photos",
+  no_leukocyte_found: "no leukocyte found",
 };
 const PARALLEL_UPLOADS = 3;
 
@@ -23,6 +25,10 @@ const state = {
   counts: {},           // the server's differential, summed over the answers: class -> cells
   cells: 0,
   flagged: 0,
+  counted: 0,           // photos in the summed differential
+  unfamiliar: 0,        // of those, unlike the model's training photos
+  warnShare: 0.2,       // from /api/health
+  advice: "",
   failed: 0,
   queued: 0,
   done: 0,
@@ -47,6 +53,8 @@ async function loadHealth() {
     const own = state.classes.filter((k) => !CLINICAL_ORDER.includes(k)).sort();
     CLINICAL_ORDER = CLINICAL_ORDER.concat(own);
     if (h.max_body_bytes) state.maxBody = h.max_body_bytes;
+    if (typeof h.unfamiliar_warning_share === "number") state.warnShare = h.unfamiliar_warning_share;
+    state.advice = h.unfamiliar_advice || "";
     const info = $("model-info");
     info.textContent = "";
     info.append("Model: ", el("b", null, h.model), document.createElement("br"),
@@ -105,11 +113,20 @@ function renderDifferential() {
   let note = total ? `${flagged} of ${total} cells flagged for review.` : "";
   if (absent.length) note += (note ? " " : "") + `${absent.map(cap).join(", ")}: not classified by this model.`;
   $("diff-flagged").textContent = note;
+  // The batch warning of `leuko predict` and the report, for the photos on the page.
+  const warn = $("unfamiliar-warning");
+  const u = state.unfamiliar, m = state.counted;
+  warn.hidden = !(m > 0 && u > state.warnShare * m);
+  warn.textContent = warn.hidden ? "" :
+    `${u} of ${m} photos (${(100 * u / m).toFixed(0)}%) look unlike the photos this model was trained on ` +
+    `(another microscope, camera or stain): ${state.advice}`;
 }
 
 function addDifferential(d) {
   state.cells += d.cells;
   state.flagged += d.flagged_for_review;
+  state.counted += d.photos;
+  state.unfamiliar += d.photos_unfamiliar || 0;
   for (const row of d.counts) {
     const k = String(row["class"]).toLowerCase();
     state.counts[k] = (state.counts[k] || 0) + row.count;
@@ -220,6 +237,7 @@ function renderResult(slot, file, result) {
   head.append(el("h3", null, result.file),
     el("span", "muted small", `${result.width}×${result.height} px · ${n} leukocyte${n === 1 ? "" : "s"}` +
       (flagged ? ` · ${flagged} flagged` : "")));
+  for (const r of result.review_reasons || []) head.append(el("span", "badge", "Review: " + (REASONS[r] || r)));
   const fig = el("div", "figure");
   const canvas = el("canvas");
   fig.append(canvas);
@@ -305,7 +323,7 @@ function setup() {
   window.addEventListener("drop", (e) => { e.preventDefault(); if (e.dataTransfer) addFiles(e.dataTransfer.files); });
   $("clear").addEventListener("click", () => {
     state.photos = []; state.failed = 0; state.queued = 0; state.done = 0;
-    state.counts = {}; state.cells = 0; state.flagged = 0;
+    state.counts = {}; state.cells = 0; state.flagged = 0; state.counted = 0; state.unfamiliar = 0;
     $("results").textContent = "";
     renderDifferential();
     setStatus();

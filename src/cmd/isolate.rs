@@ -1,4 +1,4 @@
-//! `leuko isolate` (issue 3): find every leukocyte in photos, crop it.
+//! `leuko isolate`: find every leukocyte in photos, crop it.
 //!
 //! Exit status: 0 when every input was processed (photos without a
 //! leukocyte included), 2 when some inputs could not be read (each is

@@ -1,4 +1,4 @@
-//! `leuko predict` (issue 5): classify every leukocyte in photos.
+//! `leuko predict`: classify every leukocyte in photos.
 //!
 //! Exit status: 0 when every input was processed (photos without a
 //! leukocyte included), 2 when some inputs could not be read (each is
@@ -116,6 +116,9 @@ pub fn classify_inputs(
             .collect()
     });
     pb.finish_and_clear();
+    if let Some(w) = leuko::wire::differential_of(&results, classifier.classes()).warning {
+        eprintln!("warning: {w}");
+    }
     Ok((classifier, results))
 }
 

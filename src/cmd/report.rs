@@ -1,4 +1,4 @@
-//! `leuko report` (issue 5): the differential count of a sample as one
+//! `leuko report`: the differential count of a sample as one
 //! self-contained HTML file.
 //!
 //! Exit status as `leuko predict`: 0 when every input was processed, 2 when

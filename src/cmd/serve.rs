@@ -1,4 +1,4 @@
-//! `leuko serve` (issue 5): the local web app and JSON API.
+//! `leuko serve`: the local web app and JSON API.
 
 use anyhow::{bail, Context};
 use leuko::predict::Classifier;

@@ -1,4 +1,4 @@
-//! Leukocyte isolation (issue 3): find every white blood cell in a smear
+//! Leukocyte isolation: find every white blood cell in a smear
 //! photo from colour alone and crop it for the network.
 //!
 //! The chain of steps, each a public function tested on its own:

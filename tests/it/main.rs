@@ -11,6 +11,7 @@ mod isolate_synthetic;
 mod model;
 mod predict_cli;
 mod report;
+mod review;
 mod serve;
 mod serve_browser;
 mod stain;

@@ -354,3 +354,34 @@ fn isolation_settings_round_trip_and_default_for_old_files() {
     let (old, _) = leuko::model::file::read_meta(leuko::predict::EMBEDDED_MODEL).unwrap();
     assert_eq!(old.isolation, leuko::isolate::IsolationConfig::default());
 }
+
+/// The photo profile round-trips, and a header without one (as files written before it existed)
+/// still loads, with no profile.
+#[test]
+fn photo_profile_round_trips_and_old_files_load_without_one() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![4, 8], 4);
+    let m = meta(&net);
+    assert!(m.familiarity.is_none());
+    let old_bytes = model_to_bytes(&net.init(&device), &m).unwrap();
+    let header = String::from_utf8_lossy(&old_bytes[20..200]).into_owned();
+    assert!(!header.contains("familiarity"), "{header}");
+    let (_, back) = model_from_bytes(&old_bytes, "old", &device).unwrap();
+    assert!(back.familiarity.is_none());
+    let (embedded, _) = leuko::model::file::read_meta(leuko::predict::EMBEDDED_MODEL).unwrap();
+    let fam = embedded
+        .familiarity
+        .expect("the default model records its photos");
+    assert_eq!(fam.look.names.len(), leuko::familiar::LOOK_NAMES.len());
+    let m2 = leuko::model::file::ModelMeta {
+        familiarity: Some(fam.clone()),
+        ..m
+    };
+    let (_, back) = model_from_bytes(
+        &model_to_bytes(&net.init(&device), &m2).unwrap(),
+        "m",
+        &device,
+    )
+    .unwrap();
+    assert_eq!(back.familiarity, Some(fam));
+}

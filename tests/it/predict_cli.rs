@@ -16,7 +16,7 @@ const CLASSES: [&str; 5] = [
     "MONOCYTE",
     "BASOPHIL",
 ];
-const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons";
+const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity";
 
 fn predict(args: &[&str]) -> Output {
     common::leuko("predict", args)
@@ -50,6 +50,7 @@ fn check_cell_row(row: &[String]) {
         "{row:?}"
     );
     assert!(row[12] == "true" || row[12] == "false");
+    assert!(row[14].parse::<f64>().is_ok(), "{row:?}");
 }
 
 #[test]
@@ -59,6 +60,11 @@ fn csv_and_json_give_one_row_per_leukocyte() {
     let o = predict(&[&args[..], &["--format", "csv", "--threads", "2"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let rows = csv_rows(&text(&o.stdout));
+    for r in &rows {
+        // BCCD photos look like the default model's training photos.
+        let u: f64 = r[14].parse().unwrap();
+        assert!(u < 1.0, "unfamiliarity {u}: {r:?}");
+    }
     let o = predict(&[&args[..], &["--format", "json", "--quiet"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).expect("valid JSON");
@@ -190,7 +196,13 @@ fn bad_inputs_are_reported_and_the_rest_processed() {
         assert!(!mine.is_empty(), "{file} has no row:\n{stdout}");
         for r in mine {
             if r[6] == "none" {
-                assert_eq!(r[1..].join(","), "0,,,,,none,,,,,,false,");
+                // Synthetic photos may also be unfamiliar.
+                let row = r[1..14].join(",");
+                assert!(
+                    row.starts_with("0,,,,,none,,,,,,true,no_leukocyte_found"),
+                    "{row}"
+                );
+                assert!(r[14].parse::<f64>().is_ok(), "{r:?}");
             } else {
                 check_cell_row(r);
             }
