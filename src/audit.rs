@@ -157,6 +157,36 @@ impl Gray {
         }
     }
 
+    /// The picture minus its box-blurred self (radius `r` pixels): its detail only.
+    fn detail(&self, r: usize) -> Gray {
+        let (w, h) = (self.width, self.height);
+        // Summed-area table for the box means.
+        let mut sat = vec![0f64; (w + 1) * (h + 1)];
+        for y in 0..h {
+            let mut row = 0f64;
+            for x in 0..w {
+                row += f64::from(self.pixels[y * w + x]);
+                sat[(y + 1) * (w + 1) + x + 1] = sat[y * (w + 1) + x + 1] + row;
+            }
+        }
+        let mut pixels = vec![0f32; w * h];
+        for y in 0..h {
+            let (y0, y1) = (y.saturating_sub(r), (y + r + 1).min(h));
+            for x in 0..w {
+                let (x0, x1) = (x.saturating_sub(r), (x + r + 1).min(w));
+                let sum = sat[y1 * (w + 1) + x1] - sat[y0 * (w + 1) + x1] - sat[y1 * (w + 1) + x0]
+                    + sat[y0 * (w + 1) + x0];
+                let mean = sum / ((y1 - y0) * (x1 - x0)) as f64;
+                pixels[y * w + x] = self.pixels[y * w + x] - mean as f32;
+            }
+        }
+        Gray {
+            width: w,
+            height: h,
+            pixels,
+        }
+    }
+
     /// Halves the resolution by 2x2 averaging.
     fn halved(&self) -> Gray {
         let width = self.width / 2;
@@ -232,6 +262,8 @@ struct Prepared {
     coarse: Gray,
     /// Spectrum of the zero-mean, zero-padded coarse image (transposed layout).
     spectrum: Vec<Complex32>,
+    /// Working pixels per photo pixel.
+    scale: f32,
 }
 
 struct Fft2 {
@@ -277,8 +309,34 @@ fn transpose(src: &[Complex32], dst: &mut [Complex32], rows: usize, cols: usize)
     }
 }
 
+/// Radius (fine pixels, 4 working pixels each) of the blur removed from photos of other sizes.
+const DETAIL_RADIUS: usize = 3;
+
+/// The size every photo is compared at: BCCD's (the padded spectra are sized for it).
+const WORK_W: u32 = 640;
+const WORK_H: u32 = 480;
+
 fn prepare(img: &image::RgbImage, fft: &Fft2) -> Prepared {
-    let fine = Gray::downscaled(img, FINE);
+    // Scaled to fit the working size, up or down, so that a 120-px crop and a 2000-px field are
+    // compared at the resolution the search is tuned for. BCCD's photos stay as they are.
+    let scale =
+        (WORK_W as f32 / img.width().max(1) as f32).min(WORK_H as f32 / img.height().max(1) as f32);
+    let resized;
+    let img = if (scale - 1.0).abs() < 1e-6 {
+        img
+    } else {
+        let w = ((img.width() as f32 * scale).round() as u32).clamp(2 * FINE as u32, WORK_W);
+        let h = ((img.height() as f32 * scale).round() as u32).clamp(2 * FINE as u32, WORK_H);
+        resized = image::imageops::resize(img, w, h, image::imageops::FilterType::Triangle);
+        &resized
+    };
+    let mut fine = Gray::downscaled(img, FINE);
+    if (scale - 1.0).abs() >= 1e-6 {
+        // A photo of another size is mostly a crop around one cell, and two different cells,
+        // centred on the same background, agree in their broad shape: only the detail left
+        // after removing it tells a copy from a look-alike.
+        fine = fine.detail(DETAIL_RADIUS);
+    }
     let coarse = fine.halved();
     let mean = coarse.pixels.iter().sum::<f32>() / coarse.pixels.len() as f32;
     let mut buf = vec![Complex32::new(0.0, 0.0); PAD_W * PAD_H];
@@ -293,6 +351,7 @@ fn prepare(img: &image::RgbImage, fft: &Fft2) -> Prepared {
         fine,
         coarse,
         spectrum: buf,
+        scale,
     }
 }
 
@@ -380,17 +439,33 @@ fn compare(
 
 /// Compares every pair of photos in `JPEGImages/` and groups the copies.
 pub fn audit(dir: &DataDir, cfg: &AuditConfig, quiet: bool) -> Result<AuditReport> {
-    let ids = dir.image_ids_on_disk()?;
+    let photos: Vec<(u32, std::path::PathBuf)> = dir
+        .image_ids_on_disk()?
+        .into_iter()
+        .map(|id| (id, dir.image_path(id)))
+        .collect();
+    audit_photos(&photos, &label_names(dir), cfg, quiet)
+}
+
+/// Compares every pair of `photos` (an id and a path each) and groups the copies; `labels`
+/// names what each id is labelled (for label conflicts). Photos of any size: each is first
+/// scaled to fit BCCD's 640x480 (shifts are reported in its own pixels).
+pub fn audit_photos(
+    photos: &[(u32, std::path::PathBuf)],
+    labels: &HashMap<u32, String>,
+    cfg: &AuditConfig,
+    quiet: bool,
+) -> Result<AuditReport> {
     let fft = Fft2::new();
-    let bar = crate::progress::bar(ids.len() as u64, "reading", quiet);
-    let loaded: Vec<(u32, std::result::Result<Prepared, String>)> = ids
+    let bar = crate::progress::bar(photos.len() as u64, "reading", quiet);
+    let loaded: Vec<(u32, std::result::Result<Prepared, String>)> = photos
         .par_iter()
-        .map(|&id| {
-            let r = imageio::load_rgb(&dir.image_path(id))
+        .map(|(id, path)| {
+            let r = imageio::load_rgb(path)
                 .map(|img| prepare(&img, &fft))
                 .map_err(|e| e.to_string());
             bar.inc(1);
-            (id, r)
+            (*id, r)
         })
         .collect();
     bar.finish_and_clear();
@@ -424,12 +499,13 @@ pub fn audit(dir: &DataDir, cfg: &AuditConfig, quiet: bool) -> Result<AuditRepor
                     }
                     if let Some((s, dx, dy)) = compare(a, b, cfg, &fft, buf, scratch) {
                         if s >= cfg.min_similarity {
+                            let back = |d: i32| (d as f32 / a.scale).round() as i32;
                             found.push(DuplicatePair {
                                 a: *ida,
                                 b: *idb,
                                 similarity: s,
-                                dx,
-                                dy,
+                                dx: back(dx),
+                                dy: back(dy),
                             });
                         }
                     }
@@ -442,8 +518,7 @@ pub fn audit(dir: &DataDir, cfg: &AuditConfig, quiet: bool) -> Result<AuditRepor
         .collect();
     bar.finish_and_clear();
 
-    let labels = label_names(dir);
-    let groups = group_pairs(pairs, &labels);
+    let groups = group_pairs(pairs, labels);
     Ok(AuditReport {
         config: *cfg,
         images_compared: n,

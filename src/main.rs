@@ -41,6 +41,13 @@ enum Command {
 
 fn main() -> ExitCode {
     leuko::runtime::tune_allocator();
+    // A closed pipe (`leuko data audit | head`) ends the program quietly, as it does `cat`,
+    // instead of a panic at the next `println!`.
+    #[cfg(unix)]
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     // Usage errors exit with 1 (2 means "some inputs could not be read").
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,

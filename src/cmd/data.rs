@@ -4,6 +4,7 @@ use super::{count, DataArgs, Format};
 use anyhow::Context;
 use leuko::audit::{audit, AuditConfig, AuditReport};
 use leuko::data::{ClassSet, DataDir, Dataset};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,14 +59,10 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<ExitCode> {
     let dir = match cmd.data.source(true)? {
         super::Source::Bccd(dir) => dir,
         super::Source::Cells(table) => {
-            if cmd.sub.is_some() {
-                anyhow::bail!(
-                    "--data {}: the near-duplicate audit reads the BCCD folder; for labelled \
-                     cells, give each slide or sample a `group` so that splits keep it together",
-                    table.origin.display()
-                );
-            }
-            return run_cell_counts(table, &cmd);
+            return match cmd.sub {
+                Some(DataSub::Audit(a)) => run_cell_audit(&table, a),
+                None => run_cell_counts(table, &cmd),
+            };
         }
     };
     match cmd.sub {
@@ -272,7 +269,82 @@ fn run_audit(dir: &DataDir, a: AuditArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Labelled sets with at most this many photos are searched for near-duplicates before
+/// training (the search compares every pair: about a minute at this size on two cores).
+pub const MAX_AUTO_AUDIT_PHOTOS: usize = 1500;
+
+/// The near-duplicate photos of a labelled set, searched before it is split (`None`, with a
+/// message, when it has more than [`MAX_AUTO_AUDIT_PHOTOS`] photos).
+pub fn cell_duplicates(
+    table: &leuko::data::cells::CellTable,
+    quiet: bool,
+) -> anyhow::Result<Option<AuditReport>> {
+    let (photos, labels) = table.photos();
+    if photos.len() > MAX_AUTO_AUDIT_PHOTOS {
+        eprintln!(
+            "{} photos: not searched for near-duplicates (more than {MAX_AUTO_AUDIT_PHOTOS}); \
+             give each slide or sample a `group` so that splits keep it together",
+            photos.len()
+        );
+        return Ok(None);
+    }
+    let report = leuko::audit::audit_photos(&photos, &labels, &AuditConfig::default(), quiet)?;
+    if !quiet && !report.groups.is_empty() {
+        let n: usize = report.groups.iter().map(|g| g.members.len()).sum();
+        eprintln!(
+            "{} groups of near-duplicate photos ({n} photos) kept in one part each",
+            report.groups.len()
+        );
+    }
+    Ok(Some(report))
+}
+
+/// `leuko data audit --data CELLS`: near-duplicate photos of a labels CSV or class folders.
+fn run_cell_audit(table: &leuko::data::cells::CellTable, a: AuditArgs) -> anyhow::Result<ExitCode> {
+    let cfg = AuditConfig {
+        min_similarity: a.min_similarity,
+        ..AuditConfig::default()
+    };
+    let (photos, labels) = table.photos();
+    let start = std::time::Instant::now();
+    let report = leuko::audit::audit_photos(&photos, &labels, &cfg, a.quiet)?;
+    let secs = start.elapsed().as_secs_f64();
+    if let Some(out) = &a.out {
+        leuko::fsutil::write_atomic(out, serde_json::to_string_pretty(&report)?.as_bytes())?;
+        eprintln!("wrote {}", out.display());
+    }
+    let name: HashMap<u32, String> = photos
+        .iter()
+        .map(|(id, p)| {
+            let file = table
+                .cells
+                .iter()
+                .find(|c| &c.photo == p)
+                .map(|c| c.file.clone())
+                .unwrap_or_else(|| p.display().to_string());
+            (*id, file)
+        })
+        .collect();
+    match a.format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Table => print_audit_named(&report, secs, &|id| {
+            name.get(&id).cloned().unwrap_or_else(|| id.to_string())
+        }),
+    }
+    for (id, why) in &report.unreadable {
+        eprintln!(
+            "warning: {} skipped: {why}",
+            name.get(id).cloned().unwrap_or_else(|| id.to_string())
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn print_audit(report: &AuditReport, secs: f64) {
+    print_audit_named(report, secs, &|id| id.to_string())
+}
+
+fn print_audit_named(report: &AuditReport, secs: f64, name: &dyn Fn(u32) -> String) {
     let photos: usize = report.groups.iter().map(|g| g.members.len()).sum();
     println!(
         "compared {} photos ({} pairs) in {:.1} s; same field when overlap similarity >= {:.2}",
@@ -310,9 +382,9 @@ fn print_audit(report: &AuditReport, secs: f64) {
                 } else {
                     String::new()
                 },
-                p.a,
+                name(p.a),
                 show(la),
-                p.b,
+                name(p.b),
                 show(lb),
                 p.similarity,
                 p.dx,

@@ -174,8 +174,11 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
                      else by photo)"
                 );
             }
+            let duplicates = super::data::cell_duplicates(&table, a.quiet)?;
             let ds = Dataset::from_cells(table, None)?;
-            let groups = ds.cell_groups().unwrap_or_default();
+            let groups = ds
+                .cell_groups(duplicates.map(|r| r.group_of()).as_ref())
+                .unwrap_or_default();
             let split = leuko::split::make_train_val(&ds, &groups, cfg.seed);
             (ds, split)
         }

@@ -61,6 +61,32 @@ pub struct CellTable {
 }
 
 impl CellTable {
+    /// Every photo the cells are in, once each, in first-seen order (its index is the photo's
+    /// id in a near-duplicate audit), with what its cells are labelled ("NEUTROPHIL", or the
+    /// sorted classes of a photo with several cells, joined by ", ").
+    pub fn photos(&self) -> (Vec<(u32, PathBuf)>, HashMap<u32, String>) {
+        let mut index: HashMap<&PathBuf, u32> = HashMap::new();
+        let mut photos = Vec::new();
+        let mut classes: HashMap<u32, Vec<&str>> = HashMap::new();
+        for c in &self.cells {
+            let n = index.len() as u32;
+            let id = *index.entry(&c.photo).or_insert_with(|| {
+                photos.push((n, c.photo.clone()));
+                n
+            });
+            classes.entry(id).or_default().push(c.class.as_str());
+        }
+        let labels = classes
+            .into_iter()
+            .map(|(id, mut v)| {
+                v.sort_unstable();
+                v.dedup();
+                (id, v.join(", "))
+            })
+            .collect();
+        (photos, labels)
+    }
+
     /// The classes the cells name, standard types first (see [`ClassLabel`]'s order).
     pub fn classes(&self) -> Vec<ClassLabel> {
         let mut c: Vec<ClassLabel> = self

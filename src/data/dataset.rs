@@ -258,23 +258,60 @@ impl Dataset {
         })
     }
 
-    /// The groups of a table of cells for leakage-free splits: the label's `group` when it has
-    /// one, else its photo (cells of one photo always stay together). `None` for BCCD, whose
-    /// groups come from the near-duplicate audit.
-    pub fn cell_groups(&self) -> Option<HashMap<u32, usize>> {
+    /// For a labels CSV or class folders: each cell's group (cells of one group always fall in
+    /// the same split part). Cells share a group when they share a `group` value, else when
+    /// they are in one photo, and also when their photos are near-duplicates of one another
+    /// (`duplicates`: photo id of [`crate::data::cells::CellTable::photos`] to its group of
+    /// near-duplicate photos, from `crate::audit::AuditReport::group_of`). `None` for BCCD.
+    pub fn cell_groups(
+        &self,
+        duplicates: Option<&HashMap<u32, usize>>,
+    ) -> Option<HashMap<u32, usize>> {
         let PhotoSource::Cells(t) = &self.source else {
             return None;
         };
-        let mut ids: HashMap<String, usize> = HashMap::new();
-        let mut out = HashMap::new();
+        let (photos, _) = t.photos();
+        let photo_id: HashMap<&std::path::PathBuf, u32> =
+            photos.iter().map(|(id, p)| (p, *id)).collect();
+        let no_duplicates = HashMap::new();
+        let dup_of = duplicates.unwrap_or(&no_duplicates);
+        // Union-find over keys: a cell joins its group (or photo) and its photo's duplicate group.
+        let mut parent: Vec<usize> = Vec::new();
+        let mut key_index: HashMap<String, usize> = HashMap::new();
+        fn find(parent: &mut [usize], mut x: usize) -> usize {
+            while parent[x] != x {
+                parent[x] = parent[parent[x]];
+                x = parent[x];
+            }
+            x
+        }
+        let mut node = |key: String, parent: &mut Vec<usize>| -> usize {
+            *key_index.entry(key).or_insert_with(|| {
+                parent.push(parent.len());
+                parent.len() - 1
+            })
+        };
+        let mut cell_node = Vec::with_capacity(self.samples.len());
         for s in &self.samples {
             let c = &t.cells[s.image_id as usize];
-            let key = match &c.group {
+            let own = match &c.group {
                 Some(g) => format!("group:{g}"),
                 None => format!("photo:{}", c.photo.display()),
             };
-            let n = ids.len();
-            out.insert(s.image_id, *ids.entry(key).or_insert(n));
+            let a = node(own, &mut parent);
+            if let Some(g) = photo_id.get(&c.photo).and_then(|id| dup_of.get(id)) {
+                let b = node(format!("duplicates:{g}"), &mut parent);
+                let (ra, rb) = (find(&mut parent, a), find(&mut parent, b));
+                parent[ra.max(rb)] = ra.min(rb);
+            }
+            cell_node.push((s.image_id, a));
+        }
+        let mut numbered: HashMap<usize, usize> = HashMap::new();
+        let mut out = HashMap::new();
+        for (id, a) in cell_node {
+            let root = find(&mut parent, a);
+            let n = numbered.len();
+            out.insert(id, *numbered.entry(root).or_insert(n));
         }
         Some(out)
     }

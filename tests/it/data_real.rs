@@ -186,3 +186,33 @@ fn malformed_split_files_give_errors_naming_the_problem() {
         );
     }
 }
+
+/// The near-duplicate search on a lab's own photos: the Jiangxi Tecom set holds one photo twice
+/// (`112.bmp` and `139.bmp`), which the audit finds among look-alike single-cell photos; the two
+/// cells then share a group, so no split can put them on both sides.
+#[test]
+fn audit_of_labelled_cells_finds_the_copied_photo_and_groups_its_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("labels.csv");
+    let jtsc = crate::common::JTSC;
+    let mut text = String::from("file,class\n");
+    for (k, i) in [101, 112, 120, 131, 139, 150, 176, 190].iter().enumerate() {
+        let class = if k < 5 { "LYMPHOCYTE" } else { "NEUTROPHIL" };
+        text.push_str(&format!("{jtsc}/images/{i:03}.bmp,{class}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let table = leuko::data::cells::read_labels_csv(&csv).unwrap();
+    let (photos, labels) = table.photos();
+    assert_eq!(photos.len(), 8);
+    let report =
+        leuko::audit::audit_photos(&photos, &labels, &AuditConfig::default(), true).unwrap();
+    let copies: Vec<Vec<u32>> = report.groups.iter().map(|g| g.members.clone()).collect();
+    assert_eq!(copies, vec![vec![1, 4]], "{report:?}");
+    let ds = Dataset::from_cells(table, None).unwrap();
+    let plain = ds.cell_groups(None).unwrap();
+    assert_ne!(plain[&1], plain[&4]);
+    let joined = ds.cell_groups(Some(&report.group_of())).unwrap();
+    assert_eq!(joined[&1], joined[&4]);
+    let distinct: std::collections::HashSet<usize> = joined.values().copied().collect();
+    assert_eq!(distinct.len(), 7);
+}
