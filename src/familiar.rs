@@ -374,8 +374,8 @@ impl Familiarity {
         let mut fam = Familiarity {
             look,
             features,
-            look_threshold: f32::INFINITY,
-            feature_threshold: f32::INFINITY,
+            look_threshold: f32::MAX,
+            feature_threshold: f32::MAX,
             photos: train.len(),
             chosen_on: String::new(),
         };
@@ -389,15 +389,49 @@ impl Familiarity {
             .iter()
             .filter_map(|m| fam.distances(m).features)
             .collect();
-        fam.look_threshold =
-            quantile(&mut look_d, 0.99).map_or(f32::INFINITY, |q| q * THRESHOLD_MARGIN);
-        fam.feature_threshold =
-            quantile(&mut feat_d, 0.99).map_or(f32::INFINITY, |q| q * THRESHOLD_MARGIN);
+        // Nothing to choose a threshold on (no cell found in any photo): f32::MAX, which flags
+        // nothing and, unlike infinity, survives JSON.
+        let pick = |d: &mut [f32]| {
+            quantile(d, 0.99).map_or(f32::MAX, |q| (q * THRESHOLD_MARGIN).clamp(1e-6, f32::MAX))
+        };
+        fam.look_threshold = pick(&mut look_d);
+        fam.feature_threshold = pick(&mut feat_d);
         fam.chosen_on = format!(
             "{THRESHOLD_MARGIN} x the 99th percentile of {} {name} photos",
             basis.len()
         );
         Some(fam)
+    }
+
+    /// Checks that the profile is whole: lengths agree, scales and thresholds are positive.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (name, p) in [("look", &self.look), ("features", &self.features)] {
+            let d = p.median.len();
+            if p.scale.len() != d
+                || (!p.names.is_empty() && p.names.len() != d)
+                || (!p.covariance.is_empty() && p.covariance.len() != d * d)
+                || (p.norm == Norm::Mahalanobis && p.covariance.len() != d * d)
+            {
+                return Err(format!("{name}: values of different lengths"));
+            }
+            if p.median.iter().any(|v| !v.is_finite())
+                || p.scale.iter().any(|v| !(v.is_finite() && *v > 0.0))
+                || p.covariance.iter().any(|v| !v.is_finite())
+            {
+                return Err(format!(
+                    "{name}: a median, scale or covariance is not a positive finite number"
+                ));
+            }
+        }
+        for (name, t) in [
+            ("look_threshold", self.look_threshold),
+            ("feature_threshold", self.feature_threshold),
+        ] {
+            if !(t.is_finite() && t > 0.0) {
+                return Err(format!("{name} {t} is not positive"));
+            }
+        }
+        Ok(())
     }
 
     /// The photo's distances from the training photos.

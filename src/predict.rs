@@ -322,6 +322,13 @@ impl Classifier {
         } else {
             crate::infer::predict_probs_and_features(&self.model, &refs, 32, self.views)?
         };
+        if probs.iter().flatten().any(|p| !p.is_finite()) {
+            return Err(LeukoError::Invalid(format!(
+                "{}: the network gives probabilities that are not numbers (NaN or infinite): \
+                 the model's weights are damaged",
+                self.origin
+            )));
+        }
         crate::infer::apply_prior(&mut probs, self.prior.as_deref());
         let t2 = Instant::now();
         let unfamiliarity = self.meta.familiarity.as_ref().map(|f| {

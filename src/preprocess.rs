@@ -9,6 +9,10 @@ use image::RgbImage;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+/// Smallest and largest side of a network input (larger inputs would need gigabytes per batch).
+pub const INPUT_MIN_SIDE: u32 = 8;
+pub const INPUT_MAX_SIDE: u32 = 1024;
+
 /// What the network sees.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
@@ -54,6 +58,32 @@ pub enum InputConfig {
 }
 
 impl InputConfig {
+    /// Checks ranges (sides within [`INPUT_MIN_SIDE`]-[`INPUT_MAX_SIDE`], the margin, stain
+    /// normalisation only with white balance); the message names the field.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let (w, h) = self.dims();
+        if !(INPUT_MIN_SIDE..=INPUT_MAX_SIDE).contains(&w)
+            || !(INPUT_MIN_SIDE..=INPUT_MAX_SIDE).contains(&h)
+        {
+            return Err(format!(
+                "input size must be {INPUT_MIN_SIDE}-{INPUT_MAX_SIDE} px a side, got {w}x{h}"
+            ));
+        }
+        if let InputConfig::Crop { margin, .. } = self {
+            if !(0.0..=1.0).contains(margin) {
+                return Err(format!("input.margin must be in [0, 1], got {margin}"));
+            }
+        }
+        if self.normalise_stain() && !self.white_balance() {
+            return Err(
+                "input.normalise_stain needs input.white_balance = true (densities are measured \
+                 against the white-balanced background)"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
     /// What the network sees, in words: "128x128 crops of the largest leukocyte, white-balanced".
     pub fn describe(&self) -> String {
         let (w, h) = self.dims();

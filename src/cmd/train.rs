@@ -548,6 +548,12 @@ fn score(
             }
         }
     }
+    if summed.iter().flatten().any(|p| !p.is_finite()) {
+        anyhow::bail!(
+            "{model_name}: the network gives probabilities that are not numbers (NaN or \
+             infinite): the model's weights are damaged"
+        );
+    }
     let preds: Vec<usize> = summed.iter().map(|p| leuko::infer::argmax(p)).collect();
     let reasons = review_reasons(meta, &set, &summed, &preds, &features, models.len());
     let reason_names: Vec<Vec<&str>> = reasons

@@ -2,10 +2,14 @@
 //! nothing else to run.
 //!
 //! ```text
-//! "LEUKOMDL" | u32 LE format version | u64 LE header length | header (JSON) | weights (burnpack)
+//! "LEUKOMDL" | u32 LE format version (2) | u64 LE header length | header (JSON) | weights (burnpack)
+//!            | u64 LE FNV-1a-64 of every byte before it
 //! ```
 //! The header holds the network shape, the classes in output order, the input
-//! the network expects, and how it was trained; the weights are burn's own record.
+//! the network expects, and how it was trained; the weights are burn's own record. The
+//! checksum catches a damaged file (a flipped bit changes the hash whatever its position);
+//! version 1 files, written before it, have none and still load. Every header value is checked
+//! against its range ([`validate_meta`]) before anything runs with it.
 
 use super::{LeukoNet, NetConfig};
 use crate::data::ClassLabel;
@@ -18,7 +22,10 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 const MAGIC: &[u8; 8] = b"LEUKOMDL";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
+/// Files of this version carry no checksum.
+const UNCHECKED_VERSION: u32 = 1;
+
 /// Headers are small JSON; anything larger is a corrupt length field.
 const MAX_HEADER: u64 = 1 << 20;
 
@@ -31,14 +38,18 @@ pub struct ParentModel {
     pub fnv1a64: String,
 }
 
+/// FNV-1a, 64 bits.
+pub fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
+        (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 impl ParentModel {
     pub fn of(name: &str, bytes: &[u8]) -> ParentModel {
-        let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3)
-        });
         ParentModel {
             name: name.to_string(),
-            fnv1a64: format!("{h:016x}"),
+            fnv1a64: format!("{:016x}", fnv1a64(bytes)),
         }
     }
 }
@@ -88,12 +99,14 @@ pub fn model_to_bytes(model: &LeukoNet, meta: &ModelMeta) -> Result<Vec<u8>> {
         .into_record()
         .into_bytes()
         .map_err(|e| LeukoError::Invalid(format!("cannot serialise the weights: {e}")))?;
-    let mut out = Vec::with_capacity(20 + header.len() + weights.len());
+    let mut out = Vec::with_capacity(28 + header.len() + weights.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
     out.extend_from_slice(&(header.len() as u64).to_le_bytes());
     out.extend_from_slice(&header);
     out.extend_from_slice(&weights);
+    let sum = fnv1a64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
     Ok(out)
 }
 
@@ -108,11 +121,30 @@ pub fn read_meta(bytes: &[u8]) -> std::result::Result<(ModelMeta, &[u8]), String
         return Err("not a leuko model file (no LEUKOMDL signature)".into());
     }
     let version = u32::from_le_bytes(bytes[8..12].try_into().map_err(|_| "truncated")?);
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "model format version {version}, this leuko reads version {FORMAT_VERSION}"
-        ));
-    }
+    let bytes = match version {
+        FORMAT_VERSION => {
+            if bytes.len() < 28 {
+                return Err("truncated file (no checksum)".into());
+            }
+            let (body, tail) = bytes.split_at(bytes.len() - 8);
+            let stored = u64::from_le_bytes(tail.try_into().map_err(|_| "truncated")?);
+            if fnv1a64(body) != stored {
+                return Err(
+                    "checksum mismatch: the file is damaged (changed bytes or an \
+                            incomplete copy); copy or train it again"
+                        .into(),
+                );
+            }
+            body
+        }
+        UNCHECKED_VERSION => bytes,
+        _ => {
+            return Err(format!(
+                "model format version {version}, this leuko reads versions {UNCHECKED_VERSION} \
+                 and {FORMAT_VERSION}"
+            ))
+        }
+    };
     let len = u64::from_le_bytes(bytes[12..20].try_into().map_err(|_| "truncated")?);
     if len > MAX_HEADER || 20 + len as usize > bytes.len() {
         return Err("truncated or corrupt header".into());
@@ -120,6 +152,13 @@ pub fn read_meta(bytes: &[u8]) -> std::result::Result<(ModelMeta, &[u8]), String
     let header = &bytes[20..20 + len as usize];
     let meta: ModelMeta =
         serde_json::from_slice(header).map_err(|e| format!("corrupt header: {e}"))?;
+    validate_meta(&meta)?;
+    Ok((meta, &bytes[20 + len as usize..]))
+}
+
+/// Checks every header value against its range; the message names the field. Every command
+/// that loads a model goes through it ([`read_meta`]).
+pub fn validate_meta(meta: &ModelMeta) -> std::result::Result<(), String> {
     meta.net
         .validate()
         .map_err(|e| format!("incompatible configuration: {e}"))?;
@@ -144,7 +183,36 @@ pub fn read_meta(bytes: &[u8]) -> std::result::Result<(ModelMeta, &[u8]), String
             ));
         }
     }
-    Ok((meta, &bytes[20 + len as usize..]))
+    let mut seen = std::collections::HashSet::new();
+    if let Some(c) = meta.classes.iter().find(|c| !seen.insert(**c)) {
+        return Err(format!("corrupt header: class {c} is listed twice"));
+    }
+    meta.input
+        .validate()
+        .map_err(|e| format!("corrupt header: {e}"))?;
+    let (w, h) = meta.input.dims();
+    let min = 1u32 << meta.net.blocks.len().min(31);
+    if w < min || h < min {
+        return Err(format!(
+            "incompatible configuration: input {w}x{h} is too small for {} blocks",
+            meta.net.blocks.len()
+        ));
+    }
+    meta.isolation
+        .validate()
+        .map_err(|e| format!("corrupt header: isolation: {e}"))?;
+    if let Some(t) = meta.review_threshold {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(format!(
+                "corrupt header: review_threshold {t} is not a probability"
+            ));
+        }
+    }
+    if let Some(f) = &meta.familiarity {
+        f.validate()
+            .map_err(|e| format!("corrupt header: familiarity: {e}"))?;
+    }
+    Ok(())
 }
 
 /// Decodes a model from bytes; `origin` names the source in messages.

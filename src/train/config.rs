@@ -138,21 +138,7 @@ impl ExperimentConfig {
 
     pub fn validate(&self) -> std::result::Result<(), String> {
         let (w, h) = self.input.dims();
-        if w == 0 || h == 0 {
-            return Err(format!("input size must be positive, got {w}x{h}"));
-        }
-        if let InputConfig::Crop { margin, .. } = self.input {
-            if !(0.0..=1.0).contains(&margin) {
-                return Err(format!("input.margin must be in [0, 1], got {margin}"));
-            }
-        }
-        if self.input.normalise_stain() && !self.input.white_balance() {
-            return Err(
-                "input.normalise_stain needs input.white_balance = true (densities are measured \
-                 against the white-balanced background)"
-                    .into(),
-            );
-        }
+        self.input.validate()?;
         let min = 1u32 << self.net.blocks.len().min(31);
         if w < min || h < min {
             return Err(format!(
@@ -242,7 +228,9 @@ patience = 2
         let e = ExperimentConfig::parse(&OK.replace("[16, 32]", "[]")).unwrap_err();
         assert!(e.contains("at least one block"), "{e}");
         let e = ExperimentConfig::parse(&OK.replace("size = 128", "size = 0")).unwrap_err();
-        assert!(e.contains("positive"), "{e}");
+        assert!(e.contains("input size must be 8-1024"), "{e}");
+        let e = ExperimentConfig::parse(&OK.replace("size = 128", "size = 20000")).unwrap_err();
+        assert!(e.contains("input size must be 8-1024"), "{e}");
         let e = ExperimentConfig::parse(&OK.replace("epochs = 3", "epochs = 0")).unwrap_err();
         assert!(e.contains("epochs"), "{e}");
         let e = ExperimentConfig::parse(

@@ -161,15 +161,26 @@ fn corrupt_truncated_and_incompatible_model_files_are_clear_errors() {
     assert!(err(b"hello").contains("not a leuko model"));
     assert!(err(&bytes[..30]).contains("m.leuko"));
     let e = err(&bytes[..bytes.len() - 100]);
+    assert!(e.contains("checksum"), "{e}");
+    // A file of the first format version (no checksum), truncated: its weights do not decode.
+    let mut v1 = bytes[..bytes.len() - 8].to_vec();
+    v1[8..12].copy_from_slice(&1u32.to_le_bytes());
+    assert!(model_from_bytes(&v1, "m.leuko", &device).is_ok());
+    let e = err(&v1[..v1.len() - 100]);
     assert!(e.contains("weights"), "{e}");
-    // A header that describes another network than the weights hold.
+    // A header that describes another network than the weights hold (with a valid checksum).
+    let with_checksum = |mut body: Vec<u8>| {
+        let sum = leuko::model::file::fnv1a64(&body);
+        body.extend_from_slice(&sum.to_le_bytes());
+        body
+    };
     let other = NetConfig::new(vec![8, 32], 4);
-    let mut swapped = model_to_bytes(&other.init(&device), &meta(&other)).unwrap();
+    let swapped = model_to_bytes(&other.init(&device), &meta(&other)).unwrap();
     let good_header_len = u64::from_le_bytes(bytes[12..20].try_into().unwrap()) as usize;
     let other_header_len = u64::from_le_bytes(swapped[12..20].try_into().unwrap()) as usize;
     let mut franken = bytes[..20 + good_header_len].to_vec();
-    franken.extend_from_slice(&swapped.split_off(20 + other_header_len));
-    let e = err(&franken);
+    franken.extend_from_slice(&swapped[20 + other_header_len..swapped.len() - 8]);
+    let e = err(&with_checksum(franken));
     assert!(e.contains("incompatible"), "{e}");
     // A class prior that does not fit the classes, or is not a frequency.
     for prior in [vec![0.5, 0.5], vec![0.5, 0.5, -0.1, 0.1], vec![0.0; 4]] {
@@ -384,4 +395,92 @@ fn photo_profile_round_trips_and_old_files_load_without_one() {
     )
     .unwrap();
     assert_eq!(back.familiarity, Some(fam));
+}
+
+/// A bit flipped anywhere in a model file (header, weights or checksum) is caught on load,
+/// with an error naming the file.
+#[test]
+fn bit_flips_anywhere_in_a_model_file_are_detected() {
+    let device = Device::flex();
+    let bytes = leuko::predict::EMBEDDED_MODEL;
+    assert!(model_from_bytes(bytes, "default.leuko", &device).is_ok());
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..200 {
+        let mut damaged = bytes.to_vec();
+        let at = rng.random_range(0..damaged.len());
+        damaged[at] ^= 1 << rng.random_range(0..8u32);
+        let e = match model_from_bytes(&damaged, "default.leuko", &device) {
+            Ok(_) => panic!("a flipped bit at byte {at} loaded"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains("default.leuko"), "{e}");
+    }
+    // Cut short: no checksum to match.
+    let e = model_from_bytes(&bytes[..bytes.len() - 100], "m", &device).unwrap_err();
+    assert!(e.to_string().contains("checksum"), "{e}");
+}
+
+/// Header values out of range are refused on load, naming the field, before anything runs.
+#[test]
+fn header_values_out_of_range_are_refused() {
+    let device = Device::flex();
+    let net = NetConfig::new(vec![4, 8], 4);
+    let crop = |size: u32, margin: f64| InputConfig::Crop {
+        size,
+        margin,
+        keep_aspect: false,
+        white_balance: false,
+        normalise_stain: false,
+        mask_context: false,
+    };
+    let cases: Vec<(ModelMeta, &str)> = vec![
+        (
+            ModelMeta {
+                input: crop(20000, 0.0),
+                ..meta(&net)
+            },
+            "input size",
+        ),
+        (
+            ModelMeta {
+                input: crop(0, 0.0),
+                ..meta(&net)
+            },
+            "input size",
+        ),
+        (
+            ModelMeta {
+                input: crop(32, -0.5),
+                ..meta(&net)
+            },
+            "margin",
+        ),
+        (
+            ModelMeta {
+                review_threshold: Some(5.0),
+                ..meta(&net)
+            },
+            "review_threshold",
+        ),
+        (
+            ModelMeta {
+                classes: vec![
+                    ClassLabel::Neutrophil,
+                    ClassLabel::Neutrophil,
+                    ClassLabel::Lymphocyte,
+                    ClassLabel::Monocyte,
+                ],
+                ..meta(&net)
+            },
+            "twice",
+        ),
+    ];
+    for (m, field) in cases {
+        let bytes = model_to_bytes(&net.init(&device), &m).unwrap();
+        let e = model_from_bytes(&bytes, "m.leuko", &device)
+            .err()
+            .unwrap_or_else(|| panic!("{field}: loaded"))
+            .to_string();
+        assert!(e.contains("m.leuko") && e.contains(field), "{field}: {e}");
+    }
 }
