@@ -22,9 +22,60 @@ pub fn has_image_extension(path: &Path) -> bool {
         .is_some_and(|e| IMAGE_EXTENSIONS.iter().any(|x| x.eq_ignore_ascii_case(e)))
 }
 
+/// Largest photo file read, in MiB, unless `LEUKO_MAX_FILE_MB` says otherwise: a
+/// 10,000 x 10,000 photo is at most 300 MB even uncompressed.
+pub const DEFAULT_MAX_FILE_MB: u64 = 512;
+
+/// The file-size cap in bytes (`LEUKO_MAX_FILE_MB`, else [`DEFAULT_MAX_FILE_MB`]).
+pub fn max_file_bytes() -> u64 {
+    std::env::var("LEUKO_MAX_FILE_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|&mb| mb > 0)
+        .unwrap_or(DEFAULT_MAX_FILE_MB)
+        .saturating_mul(1 << 20)
+}
+
+/// Reads a photo file's bytes: only a regular file (not a pipe, device or socket, which could
+/// block or never end), and only up to [`max_file_bytes`], checked before reading.
+pub fn read_photo_file(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let refuse = |message: String| LeukoError::Image {
+        path: path.to_path_buf(),
+        message,
+    };
+    let meta = std::fs::metadata(path).map_err(|e| LeukoError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(refuse(
+            "not a regular file (a folder, pipe, device or socket)".to_string(),
+        ));
+    }
+    let cap = max_file_bytes();
+    if meta.len() > cap {
+        return Err(refuse(format!(
+            "file of {} MiB, larger than the limit of {} MiB (LEUKO_MAX_FILE_MB)",
+            meta.len() >> 20,
+            cap >> 20
+        )));
+    }
+    let file = std::fs::File::open(path).map_err(|e| LeukoError::io(path, e))?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    // A file that grows while it is read still stops at the cap.
+    file.take(cap + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| LeukoError::io(path, e))?;
+    if bytes.len() as u64 > cap {
+        return Err(refuse(format!(
+            "file larger than the limit of {} MiB (LEUKO_MAX_FILE_MB)",
+            cap >> 20
+        )));
+    }
+    Ok(bytes)
+}
+
 /// Reads and decodes an image file into 8-bit RGB.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let bytes = std::fs::read(path).map_err(|e| LeukoError::io(path, e))?;
+    let bytes = read_photo_file(path)?;
     decode_rgb(&bytes).map_err(|message| LeukoError::Image {
         path: path.to_path_buf(),
         message,
@@ -46,6 +97,25 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
         // The decoder would fill a cut-off file with gray and call it a photo.
         return Err("truncated JPEG (no end-of-image marker)".to_string());
     }
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    if jpeg {
+        // Sized from the header against the file's length: a JPEG needs some bits for every
+        // 8x8 block, so 23 KB cannot hold a 9000 x 9000 photo, whatever its header says.
+        let dims = ImageReader::new(Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| e.to_string())?
+            .into_dimensions();
+        if let Ok((w, h)) = dims {
+            let least = u64::from(w) * u64::from(h) / MIN_JPEG_PIXELS_PER_BYTE;
+            if (bytes.len() as u64) < least {
+                return Err(format!(
+                    "truncated or corrupt JPEG: {} bytes cannot hold the {w}x{h} pixels its \
+                     header claims",
+                    bytes.len()
+                ));
+            }
+        }
+    }
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_SIDE_PX);
     limits.max_image_height = Some(MAX_SIDE_PX);
@@ -61,7 +131,39 @@ pub fn decode_rgb(bytes: &[u8]) -> std::result::Result<RgbImage, String> {
     if img.width() == 0 || img.height() == 0 {
         return Err("the image has no pixels".to_string());
     }
-    Ok(img.into_rgb8())
+    let rgb = img.into_rgb8();
+    if jpeg && filled_in_rows(&rgb) * 4 >= rgb.height() && rgb.height() >= 32 {
+        // A JPEG cut short with an end marker appended decodes without an error: the
+        // decoder repeats its last block over the missing ones.
+        return Err(
+            "truncated JPEG: the image data stops early (the lower part is filled in)".to_string(),
+        );
+    }
+    Ok(rgb)
+}
+
+/// Bytes a JPEG needs at least, as pixels per byte: an 8x8 block of one colour takes a few bits
+/// per channel; this leaves a margin of about 5x below that.
+const MIN_JPEG_PIXELS_PER_BYTE: u64 = 1000;
+
+/// Rows at the bottom of `img` that repeat one 8-pixel block across the whole width, as a
+/// decoder's fill of missing JPEG data does (a real photo's row never repeats exactly).
+fn filled_in_rows(img: &RgbImage) -> u32 {
+    let w = img.width() as usize;
+    if w < 16 {
+        return 0;
+    }
+    let raw = img.as_raw();
+    let mut n = 0;
+    for y in (0..img.height() as usize).rev() {
+        let row = &raw[y * w * 3..(y + 1) * w * 3];
+        if row[24..].iter().zip(row).all(|(a, b)| a == b) {
+            n += 1;
+        } else {
+            break;
+        }
+    }
+    n
 }
 
 /// A complete JPEG ends with the EOI marker (FF D9), possibly followed by padding.

@@ -10,16 +10,19 @@ use std::path::{Path, PathBuf};
 /// `Err((path, reason))` in its place.
 pub fn collect_photos(inputs: &[PathBuf]) -> Vec<std::result::Result<PathBuf, (PathBuf, String)>> {
     let mut out = Vec::new();
+    let mut seen = Visited::default();
     for input in inputs {
         if input.is_dir() {
             let mut found = Vec::new();
             let mut bad = Vec::new();
-            walk_photos(input, &mut found, &mut bad);
+            walk_photos(input, &mut found, &mut bad, &mut seen);
             found.sort();
             out.extend(found.into_iter().map(Ok));
             out.extend(bad.into_iter().map(Err));
         } else if input.exists() {
             out.push(Ok(input.clone()));
+        } else if input.symlink_metadata().is_ok() {
+            out.push(Err((input.clone(), "a link to nothing".to_string())));
         } else {
             out.push(Err((input.clone(), "no such file or folder".to_string())));
         }
@@ -27,7 +30,41 @@ pub fn collect_photos(inputs: &[PathBuf]) -> Vec<std::result::Result<PathBuf, (P
     out
 }
 
-fn walk_photos(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, String)>) {
+/// Folders and files already visited, by device and inode: a link back up the tree (a loop)
+/// or a second link to a photo does not visit it again.
+#[derive(Default)]
+struct Visited(std::collections::HashSet<(u64, u64)>);
+
+impl Visited {
+    /// True the first time `meta`'s file is seen (always true where inodes are not known).
+    fn first(&mut self, meta: &std::fs::Metadata) -> bool {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            self.0.insert((meta.dev(), meta.ino()))
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            true
+        }
+    }
+}
+
+fn walk_photos(
+    dir: &Path,
+    found: &mut Vec<PathBuf>,
+    bad: &mut Vec<(PathBuf, String)>,
+    seen: &mut Visited,
+) {
+    match std::fs::metadata(dir) {
+        Ok(m) if !seen.first(&m) => return,
+        Ok(_) => {}
+        Err(e) => {
+            bad.push((dir.to_path_buf(), format!("cannot read the folder: {e}")));
+            return;
+        }
+    }
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
@@ -36,16 +73,37 @@ fn walk_photos(dir: &Path, found: &mut Vec<PathBuf>, bad: &mut Vec<(PathBuf, Str
         }
     };
     for entry in entries {
-        match entry {
-            Ok(e) => {
-                let path = e.path();
-                if path.is_dir() {
-                    walk_photos(&path, found, bad);
-                } else if crate::imageio::has_image_extension(&path) {
-                    found.push(path);
-                }
+        let e = match entry {
+            Ok(e) => e,
+            Err(e) => {
+                bad.push((dir.to_path_buf(), format!("cannot list the folder: {e}")));
+                continue;
             }
-            Err(e) => bad.push((dir.to_path_buf(), format!("cannot list the folder: {e}"))),
+        };
+        let path = e.path();
+        // Follows links; a broken link or an unreadable entry is reported, not skipped.
+        let meta = match std::fs::metadata(&path) {
+            Ok(m) => m,
+            Err(err) => {
+                if crate::imageio::has_image_extension(&path)
+                    || e.file_type().is_ok_and(|t| t.is_symlink())
+                {
+                    bad.push((path, format!("cannot read it: {err}")));
+                }
+                continue;
+            }
+        };
+        if meta.is_dir() {
+            walk_photos(&path, found, bad, seen);
+        } else if crate::imageio::has_image_extension(&path) {
+            if !meta.is_file() {
+                bad.push((
+                    path,
+                    "not a regular file (a pipe, device or socket)".to_string(),
+                ));
+            } else if seen.first(&meta) {
+                found.push(path);
+            }
         }
     }
 }
