@@ -63,6 +63,10 @@ impl TrainObserver for EpochPrinter {
             TrainEvent::NothingToResume { dir } => {
                 eprintln!("nothing to resume in {}: starting afresh", dir.display())
             }
+            TrainEvent::SkippedCheckpoint { path, why } => eprintln!(
+                "skipping the incomplete checkpoint {} ({why}); resuming from the one before",
+                path.display()
+            ),
             TrainEvent::Epoch { record: r, improved } => eprintln!(
                 "epoch {:>3}  train loss {:.3} acc {:.3} kappa {:.3} | val loss {:.3} acc {:.3} kappa {:.3} | lr {:.2e} {:.1}s{}",
                 r.epoch,

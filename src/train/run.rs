@@ -39,6 +39,9 @@ pub enum TrainEvent<'a> {
     },
     /// `--resume` found nothing to continue in the run directory.
     NothingToResume { dir: &'a Path },
+    /// `--resume` skipped a newer checkpoint that was incomplete or damaged (the run was
+    /// stopped while writing it) and continues from an older one.
+    SkippedCheckpoint { path: &'a Path, why: &'a str },
     /// An epoch ended; `improved`: its validation loss is the best so far.
     Epoch {
         record: &'a EpochRecord,
@@ -202,6 +205,12 @@ pub fn prepare(
     })
 }
 
+/// The files of a checkpoint ([`RunDir::write_checkpoint`]).
+const CKPT_MODEL: &str = "last.leuko";
+const CKPT_OPTIM: &str = "last.optim";
+const CKPT_BEST: &str = "best.leuko";
+const CKPT_AVERAGE: &str = "average.bin";
+
 /// A run in progress: the network, its optimizer and schedule, and what has been done.
 pub struct Run<'a> {
     cfg: &'a ExperimentConfig,
@@ -347,29 +356,48 @@ impl<'a> Run<'a> {
     /// Continues from the run directory's checkpoint, if it has one.
     pub fn resume(&mut self, observer: &mut dyn TrainObserver) -> Result<()> {
         let rd = &self.opts.run_dir;
-        let Some((s, m, o)) = rd.read_resume::<ResumeState>()? else {
+        let Some((unit, skipped)) = rd.read_checkpoint::<ResumeState>()? else {
             observer.event(TrainEvent::NothingToResume { dir: rd.root() });
             return Ok(());
         };
-        let (loaded, _) = model_from_bytes(&m, "checkpoint", &self.device)?;
+        for (path, why) in &skipped {
+            observer.event(TrainEvent::SkippedCheckpoint { path, why });
+        }
+        let file = |name: &str| -> Result<&Vec<u8>> {
+            unit.files.get(name).ok_or_else(|| {
+                LeukoError::Invalid(format!(
+                    "{}: checkpoint of epoch {} has no {name}",
+                    rd.root().display(),
+                    unit.epoch
+                ))
+            })
+        };
+        let s = unit.state;
+        let (loaded, _) = model_from_bytes(file(CKPT_MODEL)?, "checkpoint", &self.device)?;
         self.model = Some(loaded);
         self.optim = std::mem::replace(&mut self.optim, AdamConfig::new().init())
-            .from_bytes(burn::tensor::Bytes::from_bytes_vec(o))
+            .from_bytes(burn::tensor::Bytes::from_bytes_vec(
+                file(CKPT_OPTIM)?.clone(),
+            ))
             .map_err(|e| {
                 LeukoError::Invalid(format!("{}: optimizer state: {e}", rd.root().display()))
             })?;
         for _ in 0..s.steps_done {
             self.scheduler.step();
         }
-        self.best_bytes = std::fs::read(rd.model()).ok();
+        // The best model as of the checkpoint (model.leuko may be an epoch ahead of it).
+        self.best_bytes = unit.files.get(CKPT_BEST).cloned();
+        if let Some(best) = &self.best_bytes {
+            crate::fsutil::write_atomic(&rd.model(), best)?;
+        }
         if s.averaged > 0 {
-            let path = rd.average_checkpoint();
-            let bytes = std::fs::read(&path).map_err(|e| LeukoError::io(&path, e))?;
-            self.window = average::WeightWindow::from_bytes(&bytes, &path)?;
+            let bytes = file(CKPT_AVERAGE)?;
+            self.window = average::WeightWindow::from_bytes(bytes, &rd.root().join("checkpoint"))?;
             if self.window.len() != s.averaged {
                 return Err(LeukoError::Invalid(format!(
-                    "{}: holds {} epochs, the checkpoint state {}: start the run afresh",
-                    path.display(),
+                    "{}: the checkpoint's averaged weights hold {} epochs, its state {}: start \
+                     the run afresh",
+                    rd.root().display(),
                     self.window.len(),
                     s.averaged
                 )));
@@ -387,6 +415,7 @@ impl<'a> Run<'a> {
     /// draws the augmentation grid.
     fn start(&self) -> Result<()> {
         let rd = &self.opts.run_dir;
+        rd.remove_partial_checkpoints()?;
         if self.state.epochs_done == 0 {
             // Test metrics of an earlier run in this folder no longer describe it (and
             // `case-study --resume` takes metrics.json as "finished").
@@ -569,17 +598,27 @@ impl<'a> Run<'a> {
             crate::fsutil::write_atomic(&rd.model(), &bytes)?;
             self.best_bytes = Some(bytes);
         }
-        if self.cfg.train.average_epochs > 0 {
+        let average = if self.cfg.train.average_epochs > 0 {
             self.window.push(average::flat_params(self.net())?)?;
-            crate::fsutil::write_atomic(&rd.average_checkpoint(), &self.window.to_bytes())?;
             self.state.averaged = self.window.len();
-        }
+            Some(self.window.to_bytes())
+        } else {
+            None
+        };
         let model_bytes = model_to_bytes(self.net(), &self.meta_for(epoch))?;
         let optim_bytes = self
             .optim
             .into_bytes()
             .map_err(|e| LeukoError::Invalid(format!("serialising the optimizer: {e}")))?;
-        rd.write_resume(&self.state, &model_bytes, &optim_bytes)?;
+        let mut files: Vec<(&str, &[u8])> =
+            vec![(CKPT_MODEL, &model_bytes), (CKPT_OPTIM, &optim_bytes)];
+        if let Some(best) = &self.best_bytes {
+            files.push((CKPT_BEST, best));
+        }
+        if let Some(a) = &average {
+            files.push((CKPT_AVERAGE, a));
+        }
+        rd.write_checkpoint(epoch, &self.state, &files)?;
         write_history(rd, &self.state.history)
     }
 
