@@ -51,7 +51,20 @@ pub struct ServeConfig {
     pub max_body_bytes: usize,
     /// Photos classified at the same time (across all requests).
     pub max_concurrent: usize,
+    /// Host names (lower case, no port) requests must be addressed to, and that the `Origin`
+    /// of a POST must name: a page of another site cannot reach the server through a name it
+    /// rebinds to this address (DNS rebinding). Empty: any.
+    pub allowed_hosts: Vec<String>,
+    /// Files accepted in one upload; more get 413.
+    pub max_files: usize,
+    /// Time allowed for reading an upload's body; a slower one gets 408.
+    pub body_timeout: std::time::Duration,
 }
+
+/// Files accepted in one `POST /api/classify`.
+pub const DEFAULT_MAX_FILES: usize = 64;
+/// Time allowed for an upload's body.
+pub const DEFAULT_BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -60,8 +73,82 @@ impl Default for ServeConfig {
             max_concurrent: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            allowed_hosts: Vec::new(),
+            max_files: DEFAULT_MAX_FILES,
+            body_timeout: DEFAULT_BODY_TIMEOUT,
         }
     }
+}
+
+impl ServeConfig {
+    /// The host names a server listening on `addr` answers to: its address, and for a loopback
+    /// address `localhost` too; any name for an unspecified address (`0.0.0.0`), whose public
+    /// names cannot be known (add them with `--allow-host`).
+    pub fn hosts_for(addr: SocketAddr) -> Vec<String> {
+        let ip = addr.ip();
+        if ip.is_unspecified() {
+            return Vec::new();
+        }
+        let mut hosts = vec![ip.to_string()];
+        if ip.is_loopback() {
+            hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        }
+        hosts.sort();
+        hosts.dedup();
+        hosts
+    }
+}
+
+/// The host of a `Host` header value or an `Origin` URL, lower case, without port or brackets.
+fn host_name(value: &str) -> String {
+    let v = value.trim();
+    let v = v.split_once("://").map_or(v, |(_, rest)| rest);
+    let v = v.split('/').next().unwrap_or("");
+    let host = if let Some(rest) = v.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        v.rsplit_once(':').map_or(v, |(h, _)| h)
+    };
+    host.to_ascii_lowercase()
+}
+
+async fn check_host(State(config): State<Arc<ServeConfig>>, req: Request, next: Next) -> Response {
+    let allowed = &config.allowed_hosts;
+    if allowed.is_empty() {
+        return next.run(req).await;
+    }
+    let ok = |v: &str| allowed.iter().any(|h| *h == host_name(v));
+    if let Some(host) = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+    {
+        if !ok(host) {
+            return error_response(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this server answers to {} only, not to '{host}' (leuko serve --allow-host \
+                     NAME adds a name)",
+                    allowed.join(", ")
+                ),
+            );
+        }
+    }
+    if req.method() == axum::http::Method::POST {
+        if let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+        {
+            if !ok(origin) {
+                return error_response(
+                    StatusCode::FORBIDDEN,
+                    format!("uploads from pages of '{origin}' are refused"),
+                );
+            }
+        }
+    }
+    next.run(req).await
 }
 
 /// What every request handler shares.
@@ -113,6 +200,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             limit,
             reject_large_content_length,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.config.clone(),
+            check_host,
         ))
         .with_state(state)
 }
@@ -306,9 +397,20 @@ async fn classify(
             )
         }
     };
-    let files = match read_files(&mut multipart, state.config.max_body_bytes).await {
-        Ok(f) => f,
-        Err(resp) => return resp,
+    let config = &state.config;
+    let read = read_files(&mut multipart, config.max_body_bytes, config.max_files);
+    let files = match tokio::time::timeout(config.body_timeout, read).await {
+        Ok(Ok(f)) => f,
+        Ok(Err(resp)) => return resp,
+        Err(_) => {
+            return error_response(
+                StatusCode::REQUEST_TIMEOUT,
+                format!(
+                    "the upload was not received within {} s",
+                    config.body_timeout.as_secs()
+                ),
+            )
+        }
     };
     if files.is_empty() {
         return error_response(
@@ -394,6 +496,7 @@ async fn classify(
 async fn read_files(
     multipart: &mut Multipart,
     limit: usize,
+    max_files: usize,
 ) -> Result<Vec<(String, Vec<u8>)>, Response> {
     let mut files = Vec::new();
     loop {
@@ -410,6 +513,12 @@ async fn read_files(
                 return Err(multipart_error(e, limit));
             }
             continue;
+        }
+        if files.len() == max_files {
+            return Err(error_response(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("more than {max_files} files in one upload: send them in several"),
+            ));
         }
         let name = match file_name {
             Some(n) if !n.trim().is_empty() => n,

@@ -26,6 +26,17 @@ pub struct ServeArgs {
     /// Photos classified at the same time (default: the number of cores).
     #[arg(long, value_name = "N")]
     pub workers: Option<usize>,
+    /// Another host name the server answers to (repeatable). Requests addressed to any other
+    /// name get 421, uploads from pages of another site 403 (DNS-rebinding protection); the
+    /// listening address, and `localhost` on a loopback address, are always accepted.
+    #[arg(long, value_name = "NAME")]
+    pub allow_host: Vec<String>,
+    /// Files accepted in one upload.
+    #[arg(long, value_name = "N", default_value_t = leuko::serve::DEFAULT_MAX_FILES)]
+    pub max_files: usize,
+    /// Seconds allowed for receiving an upload; a slower one gets 408.
+    #[arg(long, value_name = "S", default_value_t = leuko::serve::DEFAULT_BODY_TIMEOUT.as_secs())]
+    pub body_timeout: u64,
     /// The photos' magnification relative to BCCD's, 0.25 to 4, for every upload (as
     /// `predict --magnification`).
     #[arg(long, value_name = "F", default_value = "1")]
@@ -49,8 +60,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut classifier = Classifier::from_option(args.model.as_deref())?;
     classifier.set_magnification(args.magnification);
+    if args.max_files == 0 || args.body_timeout == 0 {
+        bail!("--max-files and --body-timeout must be at least 1");
+    }
+    // On 0.0.0.0 the names the machine is reached by are not known: any, unless given.
+    let mut allowed_hosts = ServeConfig::hosts_for(args.addr);
+    if !args.allow_host.is_empty() {
+        allowed_hosts.extend(
+            args.allow_host
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase()),
+        );
+    }
     let mut config = ServeConfig {
         max_body_bytes: args.max_body_mb * 1024 * 1024,
+        allowed_hosts,
+        max_files: args.max_files,
+        body_timeout: std::time::Duration::from_secs(args.body_timeout),
         ..ServeConfig::default()
     };
     if let Some(n) = args.workers {

@@ -33,6 +33,7 @@ fn app() -> Router {
     app_with(ServeConfig {
         max_body_bytes: 20 * 1024 * 1024,
         max_concurrent: 2,
+        ..ServeConfig::default()
     })
 }
 
@@ -287,6 +288,7 @@ async fn oversize_body_gives_413() {
         app_with(ServeConfig {
             max_body_bytes: 4096,
             max_concurrent: 1,
+            ..ServeConfig::default()
         })
     };
     let big = photo(2);
@@ -434,6 +436,7 @@ async fn concurrent_requests_all_answer() {
     let app = app_with(ServeConfig {
         max_body_bytes: 20 * 1024 * 1024,
         max_concurrent: 1,
+        ..ServeConfig::default()
     });
     let mut tasks = Vec::new();
     for id in 0..6u32 {
@@ -495,4 +498,80 @@ fn serves_over_a_real_socket() {
 
     stop_tx.send(()).unwrap();
     rt.block_on(server).unwrap().unwrap();
+}
+
+/// DNS-rebinding protection: a request addressed to another name gets 421, an upload from a
+/// page of another site 403; the server's own names pass.
+#[tokio::test]
+async fn foreign_hosts_and_origins_are_refused() {
+    let app = app_with(ServeConfig {
+        allowed_hosts: ServeConfig::hosts_for("127.0.0.1:8080".parse().unwrap()),
+        ..ServeConfig::default()
+    });
+    let get = |host: &str| {
+        Request::get("/api/health")
+            .header("host", host)
+            .body(Body::empty())
+            .unwrap()
+    };
+    for (host, status) in [
+        ("127.0.0.1:8080", StatusCode::OK),
+        ("localhost:8080", StatusCode::OK),
+        ("LOCALHOST", StatusCode::OK),
+        ("[::1]:8080", StatusCode::OK),
+        ("attacker.example:8080", StatusCode::MISDIRECTED_REQUEST),
+    ] {
+        let resp = app.clone().oneshot(get(host)).await.unwrap();
+        assert_eq!(resp.status(), status, "Host: {host}");
+    }
+    let post = |origin: &str| {
+        Request::post("/api/classify")
+            .header("host", "127.0.0.1:8080")
+            .header("origin", origin)
+            .header(
+                "content-type",
+                format!("multipart/form-data; boundary={BOUNDARY}"),
+            )
+            .body(Body::from(multipart(&[(
+                "files",
+                Some("a.jpg"),
+                &photo(0),
+            )])))
+            .unwrap()
+    };
+    let resp = app
+        .clone()
+        .oneshot(post("http://attacker.example"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let resp = app
+        .clone()
+        .oneshot(post("http://localhost:8080"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+}
+
+/// More files in one upload than the server accepts: 413, with what to do.
+#[tokio::test]
+async fn too_many_files_in_one_upload_get_413() {
+    let app = app_with(ServeConfig {
+        max_files: 2,
+        ..ServeConfig::default()
+    });
+    let small = photo(0);
+    let parts: Vec<(&str, Option<&str>, &[u8])> = ["a.jpg", "b.jpg", "c.jpg"]
+        .iter()
+        .map(|n| ("files", Some(*n), small.as_slice()))
+        .collect();
+    let req = Request::post("/api/classify")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(Body::from(multipart(&parts)))
+        .unwrap();
+    let resp = app.oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
