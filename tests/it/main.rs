@@ -5,6 +5,7 @@ mod data_fixtures;
 mod data_real;
 mod default_model;
 mod finetune;
+mod fuzz;
 mod inputs;
 mod isolate_cli;
 mod isolate_real;
