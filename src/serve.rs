@@ -59,7 +59,18 @@ pub struct ServeConfig {
     pub max_files: usize,
     /// Time allowed for reading an upload's body; a slower one gets 408.
     pub body_timeout: std::time::Duration,
+    /// Time allowed for a request's headers, counted also while a kept-alive connection waits
+    /// for its next request: a slow or idle client is disconnected after it.
+    pub header_timeout: std::time::Duration,
+    /// Connections served at once; one more is closed at once (a client retries), so that idle
+    /// or slow clients cannot use up the process's file descriptors.
+    pub max_connections: usize,
 }
+
+/// Time allowed for a request's headers (and between requests on one connection).
+pub const DEFAULT_HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Connections served at once.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// Files accepted in one `POST /api/classify`.
 pub const DEFAULT_MAX_FILES: usize = 64;
@@ -76,6 +87,8 @@ impl Default for ServeConfig {
             allowed_hosts: Vec::new(),
             max_files: DEFAULT_MAX_FILES,
             body_timeout: DEFAULT_BODY_TIMEOUT,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
         }
     }
 }
@@ -234,9 +247,46 @@ pub async fn serve_on<F>(listener: TcpListener, state: AppState, shutdown: F) ->
 where
     F: std::future::Future<Output = ()> + Send + 'static,
 {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    let header_timeout = state.config.header_timeout;
+    let connections = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    let app = router(state);
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut open = tokio::task::JoinSet::new();
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                // Out of file descriptors and the like: wait a moment instead of spinning.
+                Err(_) => {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let Ok(permit) = connections.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        open.spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .keep_alive(true)
+                .serve_connection(io, service)
+                .await;
+        });
+        // Forget the connections that have ended.
+        while open.try_join_next().is_some() {}
+    }
+    // Requests in flight finish (within the timeouts); then the server stops.
+    let drain = async { while open.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(30), drain).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {

@@ -34,6 +34,13 @@ pub struct ServeArgs {
     /// Files accepted in one upload.
     #[arg(long, value_name = "N", default_value_t = leuko::serve::DEFAULT_MAX_FILES)]
     pub max_files: usize,
+    /// Seconds allowed for a request's headers, and for a kept-alive connection's next
+    /// request: slower or idle clients are disconnected.
+    #[arg(long, value_name = "S", default_value_t = leuko::serve::DEFAULT_HEADER_TIMEOUT.as_secs())]
+    pub header_timeout: u64,
+    /// Connections served at once; more are closed at once.
+    #[arg(long, value_name = "N", default_value_t = leuko::serve::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
     /// Seconds allowed for receiving an upload; a slower one gets 408.
     #[arg(long, value_name = "S", default_value_t = leuko::serve::DEFAULT_BODY_TIMEOUT.as_secs())]
     pub body_timeout: u64,
@@ -60,8 +67,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut classifier = Classifier::from_option(args.model.as_deref())?;
     classifier.set_magnification(args.magnification);
-    if args.max_files == 0 || args.body_timeout == 0 {
-        bail!("--max-files and --body-timeout must be at least 1");
+    if args.max_files == 0
+        || args.body_timeout == 0
+        || args.header_timeout == 0
+        || args.max_connections == 0
+    {
+        bail!("--max-files, --body-timeout, --header-timeout and --max-connections must be at least 1");
     }
     // On 0.0.0.0 the names the machine is reached by are not known: any, unless given.
     let mut allowed_hosts = ServeConfig::hosts_for(args.addr);
@@ -77,6 +88,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         allowed_hosts,
         max_files: args.max_files,
         body_timeout: std::time::Duration::from_secs(args.body_timeout),
+        header_timeout: std::time::Duration::from_secs(args.header_timeout),
+        max_connections: args.max_connections,
         ..ServeConfig::default()
     };
     if let Some(n) = args.workers {

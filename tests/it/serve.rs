@@ -575,3 +575,68 @@ async fn too_many_files_in_one_upload_get_413() {
     let resp = app.oneshot(req).await.unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+/// Slow clients are cut off: a connection that never finishes its headers, and one that stays
+/// idle, are closed after the header timeout, while a normal client is answered at once; with
+/// every connection slot taken, one more connection is closed at once instead of hanging.
+#[test]
+fn slow_and_idle_clients_are_cut_off_while_others_are_answered() {
+    use std::time::{Duration, Instant};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = ServeConfig {
+        header_timeout: Duration::from_millis(800),
+        max_connections: 3,
+        ..ServeConfig::default()
+    };
+    let state = AppState::from_arc(classifier(), config);
+    let server = rt.spawn(leuko::serve::serve_on(listener, state, async move {
+        let _ = stop_rx.await;
+    }));
+    let connect = || {
+        let s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    };
+    // Closed by the server: reading ends (0 bytes or a reset), within the limit.
+    let closed_within = |mut s: std::net::TcpStream, limit: Duration| {
+        let start = Instant::now();
+        let mut buf = Vec::new();
+        let _ = s.read_to_end(&mut buf);
+        let took = start.elapsed();
+        assert!(took < limit, "still open after {took:?}");
+        String::from_utf8_lossy(&buf).into_owned()
+    };
+    let mut slow = connect();
+    slow.write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .unwrap();
+    let idle = connect();
+    // A normal client meanwhile.
+    let start = Instant::now();
+    let mut normal = connect();
+    normal
+        .write_all(b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let r = closed_within(normal, Duration::from_secs(5));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    // Three slots: the slow and idle ones and one more; a fourth connection is closed at once.
+    let third = connect();
+    std::thread::sleep(Duration::from_millis(100));
+    let fourth = connect();
+    closed_within(fourth, Duration::from_millis(500));
+    let r = closed_within(slow, Duration::from_secs(3));
+    assert!(!r.contains("200 OK"), "{r}");
+    closed_within(idle, Duration::from_secs(3));
+    closed_within(third, Duration::from_secs(3));
+    stop_tx.send(()).unwrap();
+    rt.block_on(server).unwrap().unwrap();
+}
