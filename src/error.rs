@@ -11,12 +11,12 @@ pub enum LeukoError {
     #[error("{0}")]
     DataNotFound(String),
 
-    /// The OS error is part of the message and not also a `source`: error chains printed with
-    /// `{:#}` would otherwise say it twice.
-    #[error("{path}: {source}")]
+    /// The OS error is part of the message and not also a `source` (a field of that name would
+    /// be one): error chains printed with `{:#}` would otherwise say it twice.
+    #[error("{path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 
     /// A malformed row of a CSV file; `line` is 1-based as an editor shows it.
@@ -53,7 +53,7 @@ impl LeukoError {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         LeukoError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

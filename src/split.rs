@@ -1,8 +1,12 @@
 //! Train/validation/test splits: stratified by class, grouped by near-duplicate
 //! groups (a group never straddles two parts), seeded, and stored in a JSON
 //! format other tools can read (`{"seed", "classes", "train", "val", "test"}`).
+//! A BCCD sample is named by its image id (`[12, "NEUTROPHIL"]`), a lab's labelled cell by its
+//! file as the labels CSV or class folder gives it, with its box when it has one
+//! (`["slide1/a.jpg [10,20,90,100]", "BLAST"]`), so a split file still means the same cells
+//! after rows are added to or reordered in the CSV.
 
-use crate::data::{ClassLabel, ClassSet, Dataset, Sample};
+use crate::data::{ClassLabel, ClassSet, Dataset, PhotoSource, Sample};
 use crate::error::{LeukoError, Result};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -274,8 +278,18 @@ impl Split {
     }
 
     /// The split as JSON, one sample per line, in a stable order: the same split
-    /// always gives the same bytes.
+    /// always gives the same bytes. Samples are named by their ids, as BCCD's are.
     pub fn to_json(&self) -> String {
+        self.render(None)
+    }
+
+    /// [`Split::to_json`] with samples named as `source` names them (see the module
+    /// documentation): BCCD by id, a lab's cells by file and box.
+    pub fn to_json_for(&self, source: &PhotoSource) -> String {
+        self.render(Some(source))
+    }
+
+    fn render(&self, source: Option<&PhotoSource>) -> String {
         let mut s = String::new();
         let classes: Vec<String> = self
             .classes
@@ -297,7 +311,13 @@ impl Split {
             let _ = write!(s, ",\n  \"{name}\": [");
             for (i, smp) in part.iter().enumerate() {
                 let sep = if i == 0 { "" } else { "," };
-                let _ = write!(s, "{sep}\n    [{}, \"{}\"]", smp.image_id, smp.label);
+                let name = match source {
+                    Some(src @ PhotoSource::Cells(_)) => {
+                        json_string(&src.sample_name(smp.image_id))
+                    }
+                    _ => smp.image_id.to_string(),
+                };
+                let _ = write!(s, "{sep}\n    [{name}, \"{}\"]", smp.label);
             }
             s.push_str(if part.is_empty() { "]" } else { "\n  ]" });
         }
@@ -305,9 +325,14 @@ impl Split {
         s
     }
 
-    /// Writes the split atomically.
+    /// Writes the split atomically, samples named by id (BCCD).
     pub fn write(&self, path: &Path) -> Result<()> {
         crate::fsutil::write_atomic(path, self.to_json().as_bytes())
+    }
+
+    /// Writes the split atomically, samples named as `source` names them.
+    pub fn write_for(&self, path: &Path, source: &PhotoSource) -> Result<()> {
+        crate::fsutil::write_atomic(path, self.to_json_for(source).as_bytes())
     }
 
     /// Reads a split file (ours or one made elsewhere) and checks it against the data
@@ -319,14 +344,21 @@ impl Split {
     }
 
     pub fn parse(text: &str, path: &Path, dataset: &Dataset) -> Result<Split> {
+        /// A sample as a split file names it: BCCD's image id, or a cell's file (and box).
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Name {
+            Id(u32),
+            Cell(String),
+        }
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
         struct Raw {
             seed: Option<u64>,
             classes: Vec<String>,
-            train: Vec<(u32, String)>,
-            val: Vec<(u32, String)>,
-            test: Vec<(u32, String)>,
+            train: Vec<(Name, String)>,
+            val: Vec<(Name, String)>,
+            test: Vec<(Name, String)>,
         }
         let bad = |message: String| LeukoError::Split {
             path: path.to_path_buf(),
@@ -357,21 +389,61 @@ impl Split {
             .map_err(|e| bad(format!("\"classes\": {e}")))?;
         let classes = ClassSet::new(classes).map_err(|e| bad(format!("\"classes\": {e}")))?;
 
+        let by_name: HashMap<String, u32> = match &dataset.source {
+            PhotoSource::Bccd(_) => HashMap::new(),
+            PhotoSource::Cells(_) => dataset
+                .samples
+                .iter()
+                .map(|s| (dataset.source.sample_name(s.image_id), s.image_id))
+                .collect(),
+        };
+        let cells = matches!(dataset.source, PhotoSource::Cells(_));
         let mut seen: HashMap<u32, &str> = HashMap::new();
-        let mut convert = |name: &'static str, rows: &[(u32, String)]| -> Result<Vec<Sample>> {
+        let mut convert = |name: &'static str, rows: &[(Name, String)]| -> Result<Vec<Sample>> {
             let mut out = Vec::with_capacity(rows.len());
-            for (id, label) in rows {
+            for (entry, label) in rows {
+                let id = match (entry, cells) {
+                    (Name::Id(id), false) => id,
+                    (Name::Cell(cell), true) => match by_name.get(cell) {
+                        Some(id) => id,
+                        None => {
+                            return Err(bad(format!(
+                                "\"{name}\", {cell:?}: not a usable cell of {} (not in it, or \
+                                 its class is not selected)",
+                                dataset.source.origin().display()
+                            )))
+                        }
+                    },
+                    (Name::Id(id), true) => {
+                        return Err(bad(format!(
+                            "\"{name}\", {id}: the cells of {} are named by their file, not by \
+                             a number (this split is for BCCD)",
+                            dataset.source.origin().display()
+                        )))
+                    }
+                    (Name::Cell(cell), false) => {
+                        return Err(bad(format!(
+                            "\"{name}\", {cell:?}: BCCD's photos are named by their image id \
+                             (this split is for a labels CSV or class folders)"
+                        )))
+                    }
+                };
+                let shown = if cells {
+                    format!("{:?}", dataset.source.sample_name(*id))
+                } else {
+                    format!("image {id}")
+                };
                 let label: ClassLabel = label
                     .parse()
-                    .map_err(|e| bad(format!("\"{name}\", image {id}: {e}")))?;
+                    .map_err(|e| bad(format!("\"{name}\", {shown}: {e}")))?;
                 if !classes.contains(label) {
                     return Err(bad(format!(
-                        "\"{name}\", image {id}: class {label} is not in \"classes\""
+                        "\"{name}\", {shown}: class {label} is not in \"classes\""
                     )));
                 }
                 if let Some(other) = seen.insert(*id, name) {
                     return Err(bad(format!(
-                        "image {id} is in both \"{other}\" and \"{name}\" (a leak)"
+                        "{shown} is in both \"{other}\" and \"{name}\" (a leak)"
                     )));
                 }
                 match dataset.label_of(*id) {
@@ -384,7 +456,12 @@ impl Split {
                     }
                     Some(l) if l != label => {
                         return Err(bad(format!(
-                            "\"{name}\", image {id}: labelled {label} here but {l} in labels.csv"
+                            "\"{name}\", {shown}: labelled {label} here but {l} in {}",
+                            if cells {
+                                dataset.source.origin().display().to_string()
+                            } else {
+                                "labels.csv".to_string()
+                            }
                         )))
                     }
                     Some(_) => {}
@@ -399,7 +476,9 @@ impl Split {
         let train = convert("train", &raw.train)?;
         let val = convert("val", &raw.val)?;
         let test = convert("test", &raw.test)?;
-        if train.is_empty() || test.is_empty() {
+        // A lab's cells may be split into training and validation cells only (their test cells
+        // kept aside in another file).
+        if train.is_empty() || (test.is_empty() && !cells) {
             return Err(bad("\"train\" and \"test\" must not be empty".to_string()));
         }
         Ok(Split {
@@ -410,6 +489,11 @@ impl Split {
             test,
         })
     }
+}
+
+/// `text` as a JSON string literal.
+fn json_string(text: &str) -> String {
+    serde_json::to_string(text).unwrap_or_else(|_| format!("{text:?}"))
 }
 
 #[cfg(test)]

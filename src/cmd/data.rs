@@ -400,6 +400,37 @@ fn print_audit_named(report: &AuditReport, secs: f64, name: &dyn Fn(u32) -> Stri
 }
 
 /// Loads groups from `--groups FILE` or runs the audit; used by commands that split.
+/// A lab's cells as a data set of the `--classes` given (default: every class of the labels),
+/// and the groups a split keeps whole (the `group` column joined with near-duplicate photos).
+pub fn cell_dataset(
+    table: leuko::data::cells::CellTable,
+    classes: Option<&str>,
+    quiet: bool,
+) -> anyhow::Result<(Dataset, std::collections::HashMap<u32, usize>)> {
+    let classes = classes
+        .map(|l| ClassSet::parse_list(l).context("--classes"))
+        .transpose()?;
+    let duplicates = cell_duplicates(&table, quiet)?;
+    let origin = table.origin.clone();
+    let ds = Dataset::from_cells(table, classes.as_ref())?;
+    if let Some(c) = &classes {
+        if let Some(missing) = c
+            .labels()
+            .iter()
+            .find(|l| !ds.samples.iter().any(|s| s.label == **l))
+        {
+            anyhow::bail!(
+                "--classes: no cell of {} is labelled {missing}",
+                origin.display()
+            );
+        }
+    }
+    let groups = ds
+        .cell_groups(duplicates.map(|r| r.group_of()).as_ref())
+        .unwrap_or_default();
+    Ok((ds, groups))
+}
+
 pub fn groups_for(
     dir: &DataDir,
     groups: Option<&std::path::Path>,

@@ -38,6 +38,12 @@ pub struct IsolateArgs {
     /// INPUT is optional then.
     #[arg(long)]
     pub score: bool,
+    /// Score the largest box of each INPUT photo against hand-made masks: DIR/<photo
+    /// stem>.png, the photo's size, 0 outside the cell (cytoplasm and nucleus any other value).
+    /// Prints the share of photos with a leukocyte found and the box IoU with the mask's
+    /// bounding box; photos without a mask are left out.
+    #[arg(long, value_name = "DIR")]
+    pub score_masks: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     /// Context around each box in the crop, as a share of the box's size on each side.
@@ -66,7 +72,10 @@ pub struct IsolateArgs {
 /// What happened to one input photo.
 struct Outcome {
     path: PathBuf,
+    /// The boxes found, or why the photo could not be read.
     result: Result<Vec<LeukocyteBox>, String>,
+    /// The photo's size (when read).
+    size: Option<(u32, u32)>,
 }
 
 pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
@@ -82,6 +91,9 @@ pub fn run(a: IsolateArgs) -> anyhow::Result<ExitCode> {
     if a.print_config {
         print!("{}", cfg.to_toml()?);
         return Ok(ExitCode::SUCCESS);
+    }
+    if a.score_masks.is_some() && a.inputs.is_empty() {
+        bail!("--score-masks DIR scores the INPUT photos: give the photos (or their folder)");
     }
     if a.inputs.is_empty() && !a.score {
         bail!("no INPUT given (photos or folders), and no --score; see `leuko isolate --help`");
@@ -136,9 +148,14 @@ fn run_in_pool(
                 pb.suspend(|| eprintln!("{}: {why}", path.display()));
             }
             pb.inc(1);
+            let (result, size) = match result {
+                Ok((boxes, size)) => (Ok(boxes), Some(size)),
+                Err(e) => (Err(e), None),
+            };
             Outcome {
                 path: path.clone(),
                 result,
+                size,
             }
         })
         .collect();
@@ -170,6 +187,9 @@ fn run_in_pool(
             bad
         );
     }
+    if let Some(dir) = &a.score_masks {
+        print!("{}", score_masks(dir, &outcomes)?.to_text(10));
+    }
     if a.score {
         let dir = leuko::data::DataDir::resolve(a.data.data.as_deref())?;
         let report = score_dataset(&dir, cfg)?;
@@ -180,6 +200,60 @@ fn run_in_pool(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The largest box of every read photo that has a mask in `dir`, against that mask.
+fn score_masks(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<leuko::isolate::MaskReport> {
+    if !dir.is_dir() {
+        bail!("--score-masks {}: not a folder", dir.display());
+    }
+    let mut scores = Vec::new();
+    let mut unusable = 0usize;
+    for o in outcomes {
+        let (Ok(boxes), Some(size)) = (&o.result, o.size) else {
+            continue;
+        };
+        let Some(stem) = o.path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+            continue;
+        };
+        let mask_path = dir.join(format!("{stem}.png"));
+        if !mask_path.is_file() {
+            continue;
+        }
+        let mask = match load_rgb(&mask_path) {
+            Ok(m) => image::GrayImage::from_fn(m.width(), m.height(), |x, y| {
+                image::Luma([m.get_pixel(x, y).0[0]])
+            }),
+            Err(e) => {
+                eprintln!("{}: {e}", mask_path.display());
+                unusable += 1;
+                continue;
+            }
+        };
+        match leuko::isolate::score_against_mask(&stem, size, boxes.first().copied(), &mask) {
+            Some(s) => scores.push(s),
+            None => {
+                eprintln!(
+                    "{}: no cell in it, or not the size of {}",
+                    mask_path.display(),
+                    o.path.display()
+                );
+                unusable += 1;
+            }
+        }
+    }
+    if scores.is_empty() {
+        bail!(
+            "--score-masks {}: no mask matches an INPUT photo (looked for <photo stem>.png){}",
+            dir.display(),
+            if unusable > 0 {
+                format!("; {unusable} unusable")
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(leuko::isolate::MaskReport::from_scores(scores))
 }
 
 /// Files to process: given files as they are, folders walked recursively for
@@ -230,10 +304,10 @@ fn process(
     a: &IsolateArgs,
     cfg: &IsolationConfig,
     crop_cfg: &CropConfig,
-) -> Result<Vec<LeukocyteBox>, String> {
+) -> Result<(Vec<LeukocyteBox>, (u32, u32)), String> {
     let photo = load_rgb(path).map_err(|e| match e {
         leuko::LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
-        leuko::LeukoError::Io { source, .. } => format!("cannot read the file: {source}"),
+        leuko::LeukoError::Io { error, .. } => format!("cannot read the file: {error}"),
         other => other.to_string(),
     })?;
     let iso = isolate_with_mask(&photo, cfg);
@@ -250,7 +324,7 @@ fn process(
             )?;
         }
     }
-    Ok(iso.boxes)
+    Ok((iso.boxes, photo.dimensions()))
 }
 
 fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), String> {

@@ -140,7 +140,7 @@ fn classify_one(
 pub fn describe(e: &LeukoError) -> String {
     match e {
         LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
-        LeukoError::Io { source, .. } => format!("cannot read the file: {source}"),
+        LeukoError::Io { error, .. } => format!("cannot read the file: {error}"),
         other => other.to_string(),
     }
 }

@@ -1,8 +1,8 @@
 //! `leuko split`.
 
-use super::data::{groups_for, parse_classes};
+use super::data::{cell_dataset, groups_for, parse_classes};
 use super::DataArgs;
-use leuko::data::{class_counts, DataDir, Dataset};
+use leuko::data::{class_counts, Dataset};
 use leuko::split::{make_folds, make_split, Split};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -22,7 +22,8 @@ pub struct SplitArgs {
     /// Make K cross-validation folds instead of one split.
     #[arg(long, value_name = "K")]
     pub folds: Option<usize>,
-    /// Classes, comma-separated (default: the four trainable ones).
+    /// Classes, comma-separated (default: BCCD's four trainable ones; for a labels CSV or class
+    /// folders, every class of the labels).
     #[arg(long, value_name = "LIST")]
     pub classes: Option<String>,
     /// Near-duplicate groups from `leuko data audit --out` (default: run the audit now).
@@ -47,11 +48,30 @@ pub fn fold_path(out: &Path, fold: usize) -> PathBuf {
 }
 
 pub fn run(a: SplitArgs) -> anyhow::Result<ExitCode> {
-    let dir = DataDir::resolve(a.data.data.as_deref())?;
-    let classes = parse_classes(a.classes.as_deref())?;
-    let ds = Dataset::load(&dir, &classes)?;
-    let report = groups_for(&dir, a.groups.as_deref(), a.quiet)?;
-    let group_of = report.group_of();
+    let (ds, group_of) = match a.data.source(a.quiet)? {
+        super::Source::Bccd(dir) => {
+            let classes = parse_classes(a.classes.as_deref())?;
+            let ds = Dataset::load(&dir, &classes)?;
+            let report = groups_for(&dir, a.groups.as_deref(), a.quiet)?;
+            (ds, report.group_of())
+        }
+        super::Source::Cells(table) => {
+            if a.groups.is_some() {
+                anyhow::bail!(
+                    "--groups reads BCCD's audit; a labels CSV or class folders are grouped by \
+                     their `group` column and their own near-duplicate photos"
+                );
+            }
+            cell_dataset(table, a.classes.as_deref(), a.quiet)?
+        }
+    };
+    let classes = ds.classes.clone();
+    let groups = {
+        let mut g: Vec<usize> = group_of.values().copied().collect();
+        g.sort_unstable();
+        g.dedup();
+        g.len()
+    };
     let splits: Vec<(PathBuf, Split)> = match a.folds {
         None => vec![(a.out.clone(), make_split(&ds, &group_of, a.seed))],
         Some(k) => make_folds(&ds, &group_of, a.seed, k)?
@@ -61,13 +81,13 @@ pub fn run(a: SplitArgs) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     println!(
-        "{} samples, {} near-duplicate groups kept whole, seed {}",
+        "{} samples, {} groups kept whole, seed {}",
         ds.samples.len(),
-        report.groups.len(),
+        groups,
         a.seed
     );
     for (path, split) in &splits {
-        split.write(path)?;
+        split.write_for(path, &ds.source)?;
         println!("\n{}", path.display());
         print!("{:<6}", "part");
         for c in classes.labels() {

@@ -25,9 +25,14 @@ pub struct TrainArgs {
     /// keep their classifier weights, new classes start fresh.
     #[arg(long, value_name = "default|FILE")]
     pub init: Option<String>,
-    /// Split to train and test on (default: the grouped, stratified split of the seed).
+    /// Split to train and test on (default: the grouped, stratified split of the seed; for a
+    /// labels CSV or class folders, training and validation cells only). `leuko split` writes one.
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
+    /// With a labels CSV or class folders: the classes to train on, comma-separated (default:
+    /// every class of the labels; BCCD's are chosen by its split).
+    #[arg(long, value_name = "LIST")]
+    pub classes: Option<String>,
     /// Seed of every random choice (overrides the config's).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -118,6 +123,20 @@ pub fn choose_split(
     })
 }
 
+/// The classes a split file lists, as a comma-separated list (a split of a lab's cells selects
+/// them).
+fn split_classes(path: &Path) -> anyhow::Result<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        classes: Vec<String>,
+    }
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("--split {}", path.display()))?;
+    let head: Head = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("{}: not a split file: {e}", path.display()))?;
+    Ok(head.classes.join(","))
+}
+
 /// The built-in fine-tuning recipe (`train --init` without `--config`).
 pub static FINETUNE_RECIPE: &str = include_str!("../../experiments/finetune.toml");
 
@@ -161,6 +180,12 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
     };
     let (ds, split) = match a.data.source(a.quiet)? {
         super::Source::Bccd(dir) => {
+            if a.classes.is_some() {
+                anyhow::bail!(
+                    "--classes is for a labels CSV or class folders; BCCD's classes are chosen \
+                     with `leuko split --classes` and --split"
+                );
+            }
             let ds = Dataset::load(&dir, &ClassSet::default_four())?;
             let split = choose_split(&dir, &ds, a.split.as_deref(), a.fold, cfg.seed, a.quiet)?;
             let ds = if split.classes != ds.classes {
@@ -171,19 +196,22 @@ pub fn run_train(a: TrainArgs) -> anyhow::Result<ExitCode> {
             (ds, split)
         }
         super::Source::Cells(table) => {
-            if a.split.is_some() || a.fold.is_some() {
+            if a.fold.is_some() {
                 anyhow::bail!(
-                    "--split and --fold work with the BCCD folder; a labels CSV or class folders \
-                     are split into training and validation cells by leuko (grouped by `group`, \
-                     else by photo)"
+                    "--fold works with the BCCD folder; for a labels CSV or class folders, write \
+                     folds with `leuko split --data PATH --folds K` and train with --split"
                 );
             }
-            let duplicates = super::data::cell_duplicates(&table, a.quiet)?;
-            let ds = Dataset::from_cells(table, None)?;
-            let groups = ds
-                .cell_groups(duplicates.map(|r| r.group_of()).as_ref())
-                .unwrap_or_default();
-            let split = leuko::split::make_train_val(&ds, &groups, cfg.seed);
+            let split_classes = match &a.split {
+                Some(p) => Some(split_classes(p)?),
+                None => None,
+            };
+            let classes = a.classes.clone().or(split_classes);
+            let (ds, groups) = super::data::cell_dataset(table, classes.as_deref(), a.quiet)?;
+            let split = match &a.split {
+                Some(p) => Split::read(p, &ds)?,
+                None => leuko::split::make_train_val(&ds, &groups, cfg.seed),
+            };
             (ds, split)
         }
     };
@@ -361,11 +389,48 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let classes = ClassSet::new(meta.classes.clone())?;
     let (ds, samples, part_name, split_name) = match a.data.source(false)? {
         super::Source::Bccd(dir) => bccd_part(&a, &dir, &classes, &meta)?,
-        super::Source::Cells(table) => {
-            if a.part != Part::All || a.split.is_some() {
+        super::Source::Cells(table) if a.part != Part::All => {
+            let Some(path) = a
+                .split
+                .as_ref()
+                .or(a
+                    .model
+                    .first()
+                    .and_then(|m| m.parent())
+                    .map(|d| d.join("split.json"))
+                    .filter(|p| p.is_file())
+                    .as_ref())
+                .cloned()
+            else {
                 anyhow::bail!(
-                    "a labels CSV or class folders are scored whole: use --part all (and no --split)"
+                    "--part {} of a labels CSV or class folders needs its split (--split FILE, \
+                     from `leuko split --data`); --part all scores every cell",
+                    if a.part == Part::Val { "val" } else { "test" }
                 );
+            };
+            let ds = Dataset::from_cells(table, Some(&classes))?;
+            let split = Split::read(&path, &ds)?;
+            if split.classes.labels() != meta.classes.as_slice() {
+                anyhow::bail!(
+                    "{}: the split's classes {:?} differ from the model's {:?}",
+                    path.display(),
+                    split.classes.labels(),
+                    meta.classes
+                );
+            }
+            let (samples, part_name) = match a.part {
+                Part::Val => (split.val.clone(), "val"),
+                _ => (split.test.clone(), "test"),
+            };
+            if samples.is_empty() {
+                anyhow::bail!("{}: its {part_name} part is empty", path.display());
+            }
+            let name = path.display().to_string();
+            (ds, samples, part_name, name)
+        }
+        super::Source::Cells(table) => {
+            if a.split.is_some() {
+                anyhow::bail!("--part all scores every cell of --data: leave out --split");
             }
             let ds = Dataset::from_cells(table, Some(&classes))?;
             if !ds.excluded.is_empty() {

@@ -371,6 +371,18 @@ impl ColourModel {
         (b[0].max(b[1]).max(b[2]) - b[0].min(b[1]).min(b[2])) as f32 * k
     }
 
+    /// Darkness of one pixel, percent: how much less light it passes than the photo's
+    /// background after white balance (0 = as bright as the background, 100 = black;
+    /// brighter than the background counts as 0). Independent of the contrast factor.
+    #[inline(always)]
+    pub fn darkness_pct(&self, px: [u8; 3]) -> f32 {
+        let b = self.balanced(px);
+        let bg = (self.background[0] as i64 + self.background[1] as i64 + self.background[2] as i64)
+            .max(1) as f32
+            * 256.0;
+        (100.0 * (1.0 - (b[0] + b[1] + b[2]) as f32 / bg)).clamp(0.0, 100.0)
+    }
+
     /// `blueness > t` in exact integer arithmetic: one linear form in
     /// `R, G, B`, `cr R + cg G + cb B > 0`, returned as `[cr, cg, cb]`.
     /// Strict, so that black pixels (no light, blueness undefined) are never in.

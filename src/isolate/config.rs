@@ -129,6 +129,20 @@ pub struct IsolationConfig {
     /// annotators draw a box that encloses the cell with a little room, and
     /// the faint rim of a cell's membrane is not in the mask.
     pub box_margin_fraction: f64,
+
+    /// The second look, taken only when the colour cues above find no leukocyte: nuclei are
+    /// then the darkest stained pixels. Some stains (rapid stains, under a yellowish lamp)
+    /// colour nuclei reddish-purple rather than blue, so the blueness test misses them, while
+    /// the nucleus is still by far the darkest thing in the field: it passes 45-55% less light
+    /// than the background, cytoplasm 20-35%, erythrocytes of such smears under 15%. A pixel
+    /// is nucleus when its darkness (percent less light than the white-balanced background)
+    /// is at least this and above the photo's own split between dark and light stained pixels
+    /// (Otsu's threshold). 0 switches the second look off.
+    pub dark_nucleus_min_pct: u16,
+
+    /// In the second look, cytoplasm is also what is at least this much darker than the
+    /// background (averaged like the colour cues): the pale rim around a dark nucleus.
+    pub dark_cytoplasm_min_pct: u16,
 }
 
 impl Default for IsolationConfig {
@@ -153,6 +167,8 @@ impl Default for IsolationConfig {
             min_area_fraction: 0.005,
             edge_px: 1,
             box_margin_fraction: 0.03,
+            dark_nucleus_min_pct: 30,
+            dark_cytoplasm_min_pct: 15,
         }
     }
 }
@@ -240,6 +256,14 @@ impl IsolationConfig {
         ] {
             if v > 300 {
                 return bad(format!("{name} = {v} (at most 300)"));
+            }
+        }
+        for (name, v) in [
+            ("dark_nucleus_min_pct", self.dark_nucleus_min_pct),
+            ("dark_cytoplasm_min_pct", self.dark_cytoplasm_min_pct),
+        ] {
+            if v > 100 {
+                return bad(format!("{name} = {v} (at most 100)"));
             }
         }
         for (name, v) in [

@@ -106,6 +106,100 @@ pub fn cytoplasm_mask_in(
         .unwrap_or_else(|| GrayImage::new(win.width, win.height))
 }
 
+/// Nuclei by darkness, the isolation's second look (see
+/// [`IsolationConfig::dark_nucleus_min_pct`]): pixels at least that much darker than the
+/// background and darker than the photo's Otsu split of its stained pixels' darkness.
+pub fn dark_nucleus_mask(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> GrayImage {
+    let t = dark_threshold_pct(img, model, cfg);
+    let t_bg = cfg.background_max_chroma_pct as i64;
+    mask_by_pixel(img, |p| {
+        model.darkness_pct(p) >= t && model.chroma_above(p, t_bg)
+    })
+}
+
+/// The darkness above which a stained pixel is nucleus in the second look: Otsu's threshold
+/// over the darkness of the stained pixels (not gray, and darker than the background's noise),
+/// at least `dark_nucleus_min_pct`. Gray pixels are never stain: a dark gray smudge or a
+/// shadow is not a nucleus.
+pub fn dark_threshold_pct(img: &RgbImage, model: &ColourModel, cfg: &IsolationConfig) -> f32 {
+    let floor = cfg.dark_nucleus_min_pct as f32;
+    let t_bg = cfg.background_max_chroma_pct as i64;
+    let mut hist = [0u64; 101];
+    for p in img.as_raw().chunks_exact(3) {
+        let p = [p[0], p[1], p[2]];
+        let d = model.darkness_pct(p);
+        // Background noise spreads a few percent either way.
+        if d > 5.0 && model.chroma_above(p, t_bg) {
+            hist[d as usize] += 1;
+        }
+    }
+    otsu(&hist).map_or(floor, |t| (t as f32).max(floor))
+}
+
+/// Otsu's threshold of a histogram: the bin that, as the lowest bin of the upper class,
+/// maximises the between-class variance; `None` for fewer than two occupied bins.
+fn otsu(hist: &[u64]) -> Option<usize> {
+    let total: u64 = hist.iter().sum();
+    let sum: f64 = hist
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| i as f64 * n as f64)
+        .sum();
+    let (mut below, mut sum_below) = (0u64, 0f64);
+    let mut best: Option<(f64, usize)> = None;
+    for t in 1..hist.len() {
+        below += hist[t - 1];
+        sum_below += (t - 1) as f64 * hist[t - 1] as f64;
+        let above = total - below;
+        if below == 0 || above == 0 {
+            continue;
+        }
+        let m0 = sum_below / below as f64;
+        let m1 = (sum - sum_below) / above as f64;
+        let between = below as f64 * above as f64 * (m0 - m1) * (m0 - m1);
+        if best.is_none_or(|(b, _)| between > b) {
+            best = Some((between, t));
+        }
+    }
+    best.map(|(_, t)| t)
+}
+
+/// The cytoplasm of the second look in `win`: [`cytoplasm_mask_in`], and also what is on
+/// average at least `dark_cytoplasm_min_pct` darker than the background.
+pub fn dark_cytoplasm_mask_in(
+    img: &RgbImage,
+    model: &ColourModel,
+    cfg: &IsolationConfig,
+    win: Window,
+) -> GrayImage {
+    let mut mask = cytoplasm_mask_in(img, model, cfg, win);
+    let r = cfg.cytoplasm_smooth_radius_px.min(1000);
+    let outer = win.grown(r, img.width(), img.height());
+    let w = img.width() as usize;
+    let raw = img.as_raw();
+    let mut plane = Vec::with_capacity(outer.width as usize * outer.height as usize);
+    for y in outer.y as usize..(outer.y + outer.height) as usize {
+        let row =
+            &raw[(y * w + outer.x as usize) * 3..(y * w + (outer.x + outer.width) as usize) * 3];
+        plane.extend(
+            row.chunks_exact(3)
+                .map(|p| model.darkness_pct([p[0], p[1], p[2]]).round() as i16),
+        );
+    }
+    let dark = box_sum(&plane, outer.width, outer.height, r);
+    let side = 2 * r as i64 + 1;
+    let t = cfg.dark_cytoplasm_min_pct as i64 * side * side;
+    let (dx, dy) = ((win.x - outer.x) as usize, (win.y - outer.y) as usize);
+    let ow = outer.width as usize;
+    for (i, px) in mask.as_mut().iter_mut().enumerate() {
+        let (x, y) = (i % win.width as usize, i / win.width as usize);
+        if dark[(y + dy) * ow + x + dx] as i64 >= t {
+            *px = IN;
+        }
+    }
+    mask
+}
+
 /// Number of foreground pixels.
 pub fn count(mask: &GrayImage) -> usize {
     mask.as_raw().iter().filter(|&&v| v != 0).count()

@@ -60,7 +60,10 @@ pub use grow::{grow, trim, GrownRegion, Growth};
 pub use masks::{background_mask, cytoplasm_mask, erythrocyte_mask, leukocyte_mask};
 pub use morphology::{close, dilate, erode, open};
 pub use overlay::overlay;
-pub use score::{iou_with_voc, score_dataset, score_dataset_with, ImageScore, ScoreReport};
+pub use score::{
+    iou_with_voc, mask_bounds, score_against_mask, score_dataset, score_dataset_with, ImageScore,
+    MaskReport, MaskScore, ScoreReport,
+};
 
 use image::{GrayImage, RgbImage};
 
@@ -118,14 +121,37 @@ pub fn isolate(photo: &RgbImage, cfg: &IsolationConfig) -> Vec<LeukocyteBox> {
     isolate_with_mask(photo, cfg).boxes
 }
 
+/// What tells nuclei and cytoplasm apart from the rest of the smear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cue {
+    /// Blue nuclei, bluish or strongly stained cytoplasm (the first look).
+    Colour,
+    /// The darkest stained pixels (the second look, when colour finds nothing; see
+    /// [`IsolationConfig::dark_nucleus_min_pct`]).
+    Darkness,
+}
+
 /// The nuclei that seed cells: the leukocyte mask, opened, its pieces that
 /// are large enough (smaller ones are platelets and scraps).
 fn seeds(
     work: &RgbImage,
     model: &ColourModel,
     cfg: &IsolationConfig,
+    cue: Cue,
 ) -> (GrayImage, Labelling, Vec<bool>) {
-    let nucleus = leukocyte_mask(work, model, cfg);
+    let nucleus = match cue {
+        Cue::Colour => leukocyte_mask(work, model, cfg),
+        Cue::Darkness => {
+            let m = masks::dark_nucleus_mask(work, model, cfg);
+            // Nuclei are a small part of a field; a photo mostly "darker than its background"
+            // has no background to measure against (a dark or blank frame).
+            if masks::count(&m) * 2 > (work.width() as usize * work.height() as usize) {
+                GrayImage::new(work.width(), work.height())
+            } else {
+                m
+            }
+        }
+    };
     let opened = open(&nucleus, cfg.open_radius_px);
     let seeds = components(&opened);
     let area = work.width() as f64 * work.height() as f64;
@@ -211,13 +237,38 @@ fn seed_windows(seeds: &Labelling, is_seed: &[bool], reach: u32, margin: u32) ->
 /// Equivalent to running the step functions on the whole working image
 /// (see the module documentation); the growing steps only look at windows
 /// around the nuclei, which gives the same result in a fraction of the time.
+/// When the colour cues find no leukocyte, the photo gets a second look by darkness
+/// ([`IsolationConfig::dark_nucleus_min_pct`]).
 pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     let (w, h) = photo.dimensions();
     let factor = work_factor(w, h, cfg.work_max_side_px);
     let work = downsample(photo, factor);
-    let (ww, wh) = work.dimensions();
     let model = ColourModel::estimate(&work, cfg);
-    let (nucleus, seeds, is_seed) = seeds(&work, &model, cfg);
+    let first = isolate_by(&work, &model, (w, h), factor, cfg, Cue::Colour);
+    // Darkness is measured against the background: a dim frame has none worth the name.
+    let lit = model.background.iter().map(|&c| c as u32).sum::<u32>() >= 3 * 64;
+    if first.boxes.is_empty() && cfg.dark_nucleus_min_pct > 0 && lit {
+        let second = isolate_by(&work, &model, (w, h), factor, cfg, Cue::Darkness);
+        if !second.boxes.is_empty() {
+            return second;
+        }
+    }
+    first
+}
+
+/// The isolation of a working image `work` (the photo of `photo_size` shrunk by `factor`) by
+/// one cue.
+fn isolate_by(
+    work: &RgbImage,
+    model: &ColourModel,
+    photo_size: (u32, u32),
+    factor: u32,
+    cfg: &IsolationConfig,
+    cue: Cue,
+) -> Isolation {
+    let (w, h) = photo_size;
+    let (ww, wh) = work.dimensions();
+    let (nucleus, seeds, is_seed) = seeds(work, model, cfg, cue);
 
     // Grow each group of seeds into its cytoplasm, inside its window.
     let (fill, trim_r) = (cfg.fill_radius_px.min(1000), cfg.trim_radius_px.min(1000));
@@ -231,7 +282,10 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
             image::imageops::crop_imm(&nucleus, win.x, win.y, win.width, win.height).to_image();
         // The cytoplasm mask where the growth can reach; nothing beyond.
         let mut cyto = GrayImage::new(win.width, win.height);
-        let part = masks::cytoplasm_mask_in(&work, &model, cfg, inner);
+        let part = match cue {
+            Cue::Colour => masks::cytoplasm_mask_in(work, model, cfg, inner),
+            Cue::Darkness => masks::dark_cytoplasm_mask_in(work, model, cfg, inner),
+        };
         image::imageops::replace(
             &mut cyto,
             &part,
@@ -365,7 +419,7 @@ mod tests {
         let factor = work_factor(w, h, cfg.work_max_side_px);
         let work = downsample(photo, factor);
         let model = ColourModel::estimate(&work, cfg);
-        let (nucleus, seeds, is_seed) = seeds(&work, &model, cfg);
+        let (nucleus, seeds, is_seed) = seeds(&work, &model, cfg, Cue::Colour);
         let cyto = cytoplasm_mask(&work, &model, cfg);
         let g = grow(
             &seeds,
@@ -417,6 +471,65 @@ mod tests {
                 "{cells:?}"
             );
         }
+    }
+
+    /// A rapid-stain field: yellowish background, pale erythrocyte rings, and a leukocyte
+    /// whose nucleus is dark reddish-purple (not blue) inside a pale brownish cytoplasm.
+    fn rapid_stain(w: u32, h: u32, cell: Option<(i64, i64, i64)>) -> RgbImage {
+        RgbImage::from_fn(w, h, |x, y| {
+            let (x, y) = (x as i64, y as i64);
+            if let Some((cx, cy, r)) = cell {
+                let d2 = (x - cx).pow(2) + (y - cy).pow(2);
+                if d2 <= (r * 6 / 10).pow(2) {
+                    return Rgb([150, 70, 100]);
+                }
+                if d2 <= r * r {
+                    return Rgb([215, 190, 140]);
+                }
+            }
+            let (ex, ey) = (x % 40 - 20, y % 40 - 20);
+            let e2 = ex * ex + ey * ey;
+            if (14 * 14..17 * 17).contains(&e2) {
+                return Rgb([240, 225, 160]);
+            }
+            Rgb([255, 250, 180])
+        })
+    }
+
+    #[test]
+    fn a_dark_nucleus_that_is_not_blue_is_found_by_the_second_look() {
+        let cfg = IsolationConfig::default();
+        let img = rapid_stain(120, 120, Some((60, 60, 28)));
+        // The colour cues alone miss it.
+        let work = downsample(&img, 1);
+        let model = ColourModel::estimate(&work, &cfg);
+        assert!(isolate_by(&work, &model, (120, 120), 1, &cfg, Cue::Colour)
+            .boxes
+            .is_empty());
+        let boxes = isolate(&img, &cfg);
+        assert_eq!(boxes.len(), 1, "{boxes:?}");
+        let b = boxes[0];
+        // The whole cell (57 px across), not just its nucleus (33 px).
+        let truth = LeukocyteBox {
+            x_min: 32,
+            y_min: 32,
+            x_max: 89,
+            y_max: 89,
+            area_px: 0,
+        };
+        assert!(b.iou(&truth) > 0.8, "{b:?}");
+        // Switched off, nothing is found.
+        let off = IsolationConfig {
+            dark_nucleus_min_pct: 0,
+            ..cfg.clone()
+        };
+        assert!(isolate(&img, &off).is_empty());
+    }
+
+    #[test]
+    fn pale_erythrocytes_alone_give_no_cell_in_the_second_look() {
+        let img = rapid_stain(120, 120, None);
+        assert!(isolate(&img, &IsolationConfig::default()).is_empty());
     }
 
     #[test]

@@ -168,9 +168,178 @@ pub fn score_dataset_with(
     ))
 }
 
+/// The largest found box of one photo against its hand-made mask.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskScore {
+    /// The photo's file stem (the mask is `<stem>.png`).
+    pub name: String,
+    /// IoU of the largest found box with the mask's bounding box; 0 when none found.
+    pub box_iou: f64,
+    pub found: Option<LeukocyteBox>,
+    /// The bounding box of the mask's non-zero pixels (cell: cytoplasm and nucleus).
+    pub truth: LeukocyteBox,
+}
+
+/// Summary of [`MaskScore`]s.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MaskReport {
+    /// Photos with a mask that has a cell in it.
+    pub n: usize,
+    /// Share of them with a leukocyte found.
+    pub share_found: f64,
+    pub mean_box_iou: f64,
+    pub median_box_iou: f64,
+    pub share_box_iou_ge_half: f64,
+    /// Every scored photo, worst first.
+    pub photos: Vec<MaskScore>,
+}
+
+impl MaskReport {
+    pub fn from_scores(mut photos: Vec<MaskScore>) -> MaskReport {
+        photos.sort_by(|a, b| a.box_iou.total_cmp(&b.box_iou).then(a.name.cmp(&b.name)));
+        let n = photos.len();
+        let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
+        let ious: Vec<f64> = photos.iter().map(|p| p.box_iou).collect();
+        MaskReport {
+            n,
+            share_found: share(photos.iter().filter(|p| p.found.is_some()).count()),
+            mean_box_iou: if n == 0 {
+                0.0
+            } else {
+                ious.iter().sum::<f64>() / n as f64
+            },
+            // `photos` is sorted by IoU.
+            median_box_iou: match n {
+                0 => 0.0,
+                _ if n % 2 == 1 => ious[n / 2],
+                _ => (ious[n / 2 - 1] + ious[n / 2]) / 2.0,
+            },
+            share_box_iou_ge_half: share(ious.iter().filter(|&&v| v >= 0.5).count()),
+            photos,
+        }
+    }
+
+    /// A plain-text summary plus the `worst` lowest photos.
+    pub fn to_text(&self, worst: usize) -> String {
+        let mut s = format!(
+            "n = {} photos with a mask
+found      {:.2}%
+mean box IoU   {:.4}
+median box IoU {:.4}
+box IoU >= 0.5 {:.2}%
+",
+            self.n,
+            100.0 * self.share_found,
+            self.mean_box_iou,
+            self.median_box_iou,
+            100.0 * self.share_box_iou_ge_half
+        );
+        let b = |b: &LeukocyteBox| format!("[{}, {}, {}, {})", b.x_min, b.y_min, b.x_max, b.y_max);
+        if worst > 0 && self.n > 0 {
+            s.push_str(&format!("{} worst by box IoU:\n", worst.min(self.n)));
+            for p in &self.photos[..worst.min(self.n)] {
+                s.push_str(&format!(
+                    "  {}  IoU {:.3}  found {}  mask {}\n",
+                    p.name,
+                    p.box_iou,
+                    p.found.as_ref().map_or("none".to_string(), b),
+                    b(&p.truth)
+                ));
+            }
+        }
+        s
+    }
+}
+
+/// The bounding box (exclusive max) of a mask's non-zero pixels; `None` for an empty mask.
+pub fn mask_bounds(mask: &image::GrayImage) -> Option<LeukocyteBox> {
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    let mut area = 0u64;
+    for (x, y, p) in mask.enumerate_pixels() {
+        if p.0[0] != 0 {
+            x0 = x0.min(x);
+            y0 = y0.min(y);
+            x1 = x1.max(x + 1);
+            y1 = y1.max(y + 1);
+            area += 1;
+        }
+    }
+    (area > 0).then_some(LeukocyteBox {
+        x_min: x0,
+        y_min: y0,
+        x_max: x1,
+        y_max: y1,
+        area_px: area,
+    })
+}
+
+/// Scores the largest found box of `photo_name` against `mask` (0 background, anything else
+/// the cell); `None` when the mask holds no cell or is not of the photo's size.
+pub fn score_against_mask(
+    name: &str,
+    photo_size: (u32, u32),
+    found: Option<LeukocyteBox>,
+    mask: &image::GrayImage,
+) -> Option<MaskScore> {
+    if mask.dimensions() != photo_size {
+        return None;
+    }
+    let truth = mask_bounds(mask)?;
+    Some(MaskScore {
+        name: name.to_string(),
+        box_iou: found.map_or(0.0, |f| f.iou(&truth)),
+        found,
+        truth,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_mask_is_scored_by_its_bounding_box() {
+        let mut mask = image::GrayImage::new(20, 10);
+        for y in 2..6 {
+            for x in 4..12 {
+                mask.put_pixel(x, y, image::Luma([if x < 8 { 255 } else { 128 }]));
+            }
+        }
+        let truth = mask_bounds(&mask).unwrap();
+        assert_eq!(
+            (
+                truth.x_min,
+                truth.y_min,
+                truth.x_max,
+                truth.y_max,
+                truth.area_px
+            ),
+            (4, 2, 12, 6, 32)
+        );
+        let found = LeukocyteBox {
+            x_min: 4,
+            y_min: 2,
+            x_max: 8,
+            y_max: 6,
+            area_px: 1,
+        };
+        let s = score_against_mask("a", (20, 10), Some(found), &mask).unwrap();
+        assert!((s.box_iou - 0.5).abs() < 1e-12);
+        assert_eq!(
+            score_against_mask("a", (20, 10), None, &mask)
+                .unwrap()
+                .box_iou,
+            0.0
+        );
+        assert!(score_against_mask("a", (10, 10), Some(found), &mask).is_none());
+        assert!(mask_bounds(&image::GrayImage::new(3, 3)).is_none());
+        let r = MaskReport::from_scores(vec![
+            s,
+            score_against_mask("b", (20, 10), None, &mask).unwrap(),
+        ]);
+        assert_eq!((r.n, r.share_found, r.share_box_iou_ge_half), (2, 0.5, 0.5));
+        assert!(r.to_text(5).contains("b  IoU 0.000  found none"));
+    }
 
     #[test]
     fn voc_boxes_are_inclusive() {

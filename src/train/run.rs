@@ -129,7 +129,12 @@ pub fn started_with(rd: &RunDir) -> Result<Option<(ExperimentConfig, Option<Stri
 /// A run may be resumed only with the config and split it was started with:
 /// anything else would mix two experiments in one history. The epoch budget
 /// and patience are the exceptions, so that a finished run can be extended.
-pub fn check_resumable(rd: &RunDir, cfg: &ExperimentConfig, split: &Split) -> Result<()> {
+pub fn check_resumable(
+    rd: &RunDir,
+    cfg: &ExperimentConfig,
+    split: &Split,
+    source: &crate::data::PhotoSource,
+) -> Result<()> {
     let Some((earlier, earlier_split)) = started_with(rd)? else {
         return Ok(()); // nothing there yet: a fresh start
     };
@@ -143,7 +148,7 @@ pub fn check_resumable(rd: &RunDir, cfg: &ExperimentConfig, split: &Split) -> Re
             rd.config().display()
         )));
     }
-    if earlier_split.is_some_and(|t| t != split.to_json()) {
+    if earlier_split.is_some_and(|t| t != split.to_json_for(source)) {
         return Err(LeukoError::Config(format!(
             "{}: this run was started on another split; --resume continues only the same split",
             rd.split().display()
@@ -176,11 +181,11 @@ pub fn prepare(
     let classes = split.classes.clone();
     let rd = &opts.run_dir;
     if opts.resume {
-        check_resumable(rd, cfg, split)?;
+        check_resumable(rd, cfg, split, &dataset.source)?;
     }
     rd.create()?;
     crate::fsutil::write_atomic(&rd.config(), cfg.to_toml()?.as_bytes())?;
-    split.write(&rd.split())?;
+    split.write_for(&rd.split(), &dataset.source)?;
 
     let prep_bar = crate::progress::bar(3, "preparing", opts.quiet);
     let train = prepare_set(&dataset.source, &split.train, &classes, &cfg.input)?;

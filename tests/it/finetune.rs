@@ -192,3 +192,104 @@ fn data_lists_cells_per_class_and_unusable_rows() {
         "{err}"
     );
 }
+
+/// `leuko split --data CSV`: a grouped, stratified split of a lab's cells that names them by
+/// file, reads back after the CSV's rows are reordered, keeps a `group` in one part, refuses a
+/// name the CSV does not have, and its test part is scored by `evaluate --split`.
+#[test]
+fn a_split_of_labelled_cells_names_them_by_file_and_survives_reordered_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows: Vec<(String, String)> = jtsc_rows()
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % 4 == 0)
+        .map(|(_, r)| r)
+        .collect();
+    // Relative paths, and the first eight cells in one group (a slide).
+    let mut text = String::from("file,class,group\n");
+    for (i, (f, c)) in rows.iter().enumerate() {
+        let group = if i < 8 {
+            "slide-a".to_string()
+        } else {
+            String::new()
+        };
+        text += &format!("{f},{c},{group}\n");
+    }
+    let labels = dir.path().join("cells.csv");
+    std::fs::write(&labels, &text).unwrap();
+    let out = dir.path().join("split.json");
+    let o = common::leuko(
+        "split",
+        &[
+            "--data",
+            common::s(&labels),
+            "--out",
+            common::s(&out),
+            "--quiet",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let written = std::fs::read_to_string(&out).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&written).unwrap();
+    let part_of = |name: &str| -> Option<&'static str> {
+        ["train", "val", "test"]
+            .into_iter()
+            .find(|p| v[*p].as_array().unwrap().iter().any(|e| e[0] == name))
+    };
+    let total: usize = ["train", "val", "test"]
+        .iter()
+        .map(|p| v[*p].as_array().unwrap().len())
+        .sum();
+    assert_eq!(total, rows.len(), "every cell in one part");
+    assert!(!v["test"].as_array().unwrap().is_empty());
+    let slide: Vec<_> = rows[..8].iter().map(|r| part_of(&r.0)).collect();
+    assert!(
+        slide.iter().all(|p| p.is_some() && *p == slide[0]),
+        "{slide:?}"
+    );
+
+    // The same split read against the rows in reverse order: the same cells, by name.
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    let reversed = dir.path().join("reversed.csv");
+    std::fs::write(&reversed, lines.join("\n") + "\n").unwrap();
+    let table = leuko::data::cells::read_labels_csv(&reversed).unwrap();
+    let ds = leuko::data::Dataset::from_cells(table, None).unwrap();
+    let split = leuko::split::Split::read(&out, &ds).unwrap();
+    assert_eq!(split.to_json_for(&ds.source), written);
+
+    // A cell the CSV does not have is an error naming the split file and the cell.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(
+        &bad,
+        written.replacen(&rows[0].0, "/nowhere/missing.bmp", 1),
+    )
+    .unwrap();
+    let err = leuko::split::Split::read(&bad, &ds)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.json") && err.contains("missing.bmp"),
+        "{err}"
+    );
+
+    // evaluate scores the split's test part.
+    let o = common::leuko(
+        "evaluate",
+        &[
+            "--data",
+            common::s(&labels),
+            "--split",
+            common::s(&out),
+            "--format",
+            "json",
+        ],
+    );
+    assert!(o.status.success(), "{}", common::text(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        m["n"].as_u64(),
+        Some(v["test"].as_array().unwrap().len() as u64),
+        "{m}"
+    );
+}

@@ -228,36 +228,43 @@ fn resume_refuses_a_folder_of_another_experiment() {
     assert_eq!(kept, cfg.to_toml().unwrap());
 }
 
-/// A run killed at every step of writing an epoch's checkpoint (each file, the manifest, the
-/// rename), then resumed, ends exactly as the uninterrupted run: the same history (but the
-/// seconds) and the same model file, bit for bit, with no half-written checkpoint left.
-#[test]
-fn a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    // A small config and a small part of the embedded model's split (the photos' crops at 32 px).
-    let config = d.join("tiny.toml");
-    std::fs::write(
-        &config,
-        SMALL
-            .replace("size = 64", "size = 32")
-            .replace("epochs = 15", "epochs = 3")
-            .replace("[train]", "[train]\naverage_epochs = 2"),
-    )
-    .unwrap();
-    let mut split: serde_json::Value =
-        serde_json::from_str(leuko::predict::EMBEDDED_SPLIT).unwrap();
-    for (part, n) in [("train", 24), ("val", 8), ("test", 8)] {
-        split[part].as_array_mut().unwrap().truncate(n);
+/// A tiny training run through the command line: a small config and a small part of the
+/// embedded model's split (the photos' crops at 32 px), 3 epochs with weight averaging.
+struct TinyRun {
+    config: std::path::PathBuf,
+    split: std::path::PathBuf,
+}
+
+impl TinyRun {
+    fn new(d: &Path) -> TinyRun {
+        let config = d.join("tiny.toml");
+        std::fs::write(
+            &config,
+            SMALL
+                .replace("size = 64", "size = 32")
+                .replace("epochs = 15", "epochs = 3")
+                .replace("[train]", "[train]\naverage_epochs = 2"),
+        )
+        .unwrap();
+        let mut split: serde_json::Value =
+            serde_json::from_str(leuko::predict::EMBEDDED_SPLIT).unwrap();
+        for (part, n) in [("train", 24), ("val", 8), ("test", 8)] {
+            split[part].as_array_mut().unwrap().truncate(n);
+        }
+        let split_path = d.join("split.json");
+        std::fs::write(&split_path, split.to_string()).unwrap();
+        TinyRun {
+            config,
+            split: split_path,
+        }
     }
-    let split_path = d.join("split.json");
-    std::fs::write(&split_path, split.to_string()).unwrap();
-    let run = |out: &Path, resume: bool, fault: Option<usize>| {
+
+    fn run(&self, out: &Path, resume: bool, fault: Option<usize>) -> std::process::Output {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_leuko"));
         cmd.args(["train", "--config"])
-            .arg(&config)
+            .arg(&self.config)
             .arg("--split")
-            .arg(&split_path)
+            .arg(&self.split)
             .arg("--out")
             .arg(out)
             .arg("--quiet")
@@ -269,38 +276,74 @@ fn a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result() {
             cmd.env("LEUKO_FAULT_AT_CHECKPOINT_STEP", k.to_string());
         }
         cmd.output().unwrap()
-    };
-    let history = |out: &Path| -> Vec<String> {
+    }
+
+    /// history.csv without its last column (the seconds).
+    fn history(out: &Path) -> Vec<String> {
         std::fs::read_to_string(out.join("history.csv"))
             .unwrap()
             .lines()
             .map(|l| l.rsplit_once(',').unwrap().0.to_string())
             .collect()
-    };
-    let whole = d.join("whole");
-    let o = run(&whole, false, None);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    // The weights and header (the file's bytes also hold burn's per-process parameter ids).
-    let weights = |p: &Path| {
+    }
+
+    /// The weights and header (the file's bytes also hold burn's per-process parameter ids).
+    fn weights(p: &Path) -> (Vec<f32>, leuko::model::file::ModelMeta) {
         let (m, meta) = leuko::model::file::load_model(p, &burn::tensor::Device::flex()).unwrap();
         (leuko::train::average::flat_params(&m).unwrap(), meta)
-    };
-    let model = weights(&whole.join("model.leuko"));
+    }
+
+    /// Every file under `dir` whose name says it is temporary or half-written.
+    fn leftovers(dir: &Path) -> Vec<String> {
+        let mut found = Vec::new();
+        let mut stack = vec![dir.to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.contains(".tmp") || name.contains(".partial") {
+                    found.push(e.path().display().to_string());
+                }
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        found
+    }
+}
+
+/// A run killed at every step of writing an epoch's checkpoint (each file, the manifest, the
+/// rename), then resumed, ends exactly as the uninterrupted run: the same history (but the
+/// seconds) and the same model file, bit for bit, with no half-written checkpoint left.
+#[test]
+fn a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let tiny = TinyRun::new(d);
+    let whole = d.join("whole");
+    let o = tiny.run(&whole, false, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = TinyRun::weights(&whole.join("model.leuko"));
     // Each epoch's checkpoint takes 7 steps (4 files and the state, the manifest, the rename):
     // kill at each step of epochs 1 and 2.
     for k in 1..=14 {
         let out = d.join(format!("killed-{k}"));
-        let o = run(&out, false, Some(k));
+        let o = tiny.run(&out, false, Some(k));
         assert!(!o.status.success(), "step {k}: the run was not stopped");
-        let o = run(&out, true, None);
+        let o = tiny.run(&out, true, None);
         assert!(
             o.status.success(),
             "step {k}: {}",
             String::from_utf8_lossy(&o.stderr)
         );
-        assert_eq!(history(&out), history(&whole), "step {k}: history differs");
         assert_eq!(
-            weights(&out.join("model.leuko")),
+            TinyRun::history(&out),
+            TinyRun::history(&whole),
+            "step {k}: history differs"
+        );
+        assert_eq!(
+            TinyRun::weights(&out.join("model.leuko")),
             model,
             "step {k}: the model differs"
         );
@@ -309,5 +352,127 @@ fn a_run_killed_while_checkpointing_resumes_to_the_uninterrupted_result() {
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(left, vec!["epoch-00003".to_string()], "step {k}");
+        assert_eq!(TinyRun::leftovers(&out), Vec::<String>::new(), "step {k}");
+    }
+}
+
+/// A small tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `bytes` at `dir`; `None` where this machine does not let a test mount
+    /// one (not root, or no mount permission in the container).
+    fn mount(dir: &Path, bytes: u64) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs"])
+            .arg(dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        ok.then(|| Tmpfs(dir.to_path_buf()))
+    }
+
+    fn resize(&self, bytes: u64) {
+        let s = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={bytes}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(s.success(), "remounting {}", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            let m = e.metadata().unwrap();
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+/// A disk that fills up during training (a tmpfs a quarter, half and three quarters the size
+/// of a finished run's folder): the run stops with an error that says so, and once there is
+/// space again `--resume` ends exactly as the uninterrupted run, no temporary file left.
+/// Skipped, with a message, where the test cannot mount a tmpfs.
+#[test]
+fn a_run_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let probe = match Tmpfs::mount(&d.join("probe"), 1 << 20) {
+        Some(t) => t,
+        None => {
+            eprintln!(
+                "skipped: a tmpfs cannot be mounted here (needs root and mount permission), \
+                 so a full disk cannot be made"
+            );
+            return;
+        }
+    };
+    drop(probe);
+    let tiny = TinyRun::new(d);
+    let whole = d.join("whole");
+    let o = tiny.run(&whole, false, None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let model = TinyRun::weights(&whole.join("model.leuko"));
+    let full = tree_bytes(&whole);
+    for quarter in 1..=3u64 {
+        let mount = d.join(format!("disk-{quarter}"));
+        let disk = Tmpfs::mount(&mount, (full * quarter / 4).max(4096)).unwrap();
+        let out = mount.join("run");
+        let o = tiny.run(&out, false, None);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "{quarter}/4: the run did not fail");
+        // Said once, with the file that could not be written.
+        assert_eq!(
+            err.matches("No space left").count(),
+            1,
+            "{quarter}/4: {err}"
+        );
+        assert!(
+            err.contains(&*mount.to_string_lossy()),
+            "{quarter}/4: {err}"
+        );
+        disk.resize(64 << 20);
+        let o = tiny.run(&out, true, None);
+        assert!(
+            o.status.success(),
+            "{quarter}/4: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(
+            TinyRun::history(&out),
+            TinyRun::history(&whole),
+            "{quarter}/4: history differs"
+        );
+        assert_eq!(
+            TinyRun::weights(&out.join("model.leuko")),
+            model,
+            "{quarter}/4: the model differs"
+        );
+        assert_eq!(
+            TinyRun::leftovers(&out),
+            Vec::<String>::new(),
+            "{quarter}/4"
+        );
     }
 }
