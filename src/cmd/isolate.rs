@@ -202,55 +202,57 @@ fn run_in_pool(
     })
 }
 
-/// The largest box of every read photo that has a mask in `dir`, against that mask.
+/// The largest box of every read photo that has a mask of one cell in `dir`, against that
+/// mask. Masks are matched to photos by name ([`leuko::isolate::mask_photo_stem`]).
 fn score_masks(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<leuko::isolate::MaskReport> {
-    if !dir.is_dir() {
-        bail!("--score-masks {}: not a folder", dir.display());
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("--score-masks {}", dir.display()))?;
+    let mut masks: HashMap<String, PathBuf> = HashMap::new();
+    for e in entries.flatten() {
+        let p = e.path();
+        let png = p.extension().is_some_and(|x| x.eq_ignore_ascii_case("png"));
+        if let (true, Some(stem)) = (png, p.file_stem()) {
+            masks.insert(leuko::isolate::mask_photo_stem(&stem.to_string_lossy()), p);
+        }
     }
     let mut scores = Vec::new();
-    let mut unusable = 0usize;
+    let mut skipped: std::collections::BTreeMap<String, usize> = Default::default();
     for o in outcomes {
         let (Ok(boxes), Some(size)) = (&o.result, o.size) else {
             continue;
         };
-        let Some(stem) = o.path.file_stem().map(|s| s.to_string_lossy().into_owned()) else {
+        let stem = stem_of(&o.path);
+        let Some(mask_path) = masks.get(&stem) else {
             continue;
         };
-        let mask_path = dir.join(format!("{stem}.png"));
-        if !mask_path.is_file() {
-            continue;
-        }
-        let mask = match load_rgb(&mask_path) {
+        let mask = match load_rgb(mask_path) {
             Ok(m) => image::GrayImage::from_fn(m.width(), m.height(), |x, y| {
                 image::Luma([m.get_pixel(x, y).0[0]])
             }),
             Err(e) => {
-                eprintln!("{}: {e}", mask_path.display());
-                unusable += 1;
+                eprintln!("{e}");
+                *skipped.entry("unreadable".into()).or_default() += 1;
                 continue;
             }
         };
         match leuko::isolate::score_against_mask(&stem, size, boxes.first().copied(), &mask) {
-            Some(s) => scores.push(s),
-            None => {
-                eprintln!(
-                    "{}: no cell in it, or not the size of {}",
-                    mask_path.display(),
-                    o.path.display()
-                );
-                unusable += 1;
+            Ok(s) => scores.push(s),
+            Err(why) => {
+                if why == leuko::isolate::MaskSkip::OtherSize {
+                    eprintln!("{}: {why} ({})", mask_path.display(), o.path.display());
+                }
+                *skipped.entry(why.to_string()).or_default() += 1;
             }
         }
     }
+    if !skipped.is_empty() {
+        let list: Vec<String> = skipped.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!("masks not scored: {}", list.join(", "));
+    }
     if scores.is_empty() {
         bail!(
-            "--score-masks {}: no mask matches an INPUT photo (looked for <photo stem>.png){}",
-            dir.display(),
-            if unusable > 0 {
-                format!("; {unusable} unusable")
-            } else {
-                String::new()
-            }
+            "--score-masks {}: no mask of one cell matches an INPUT photo (looked for <photo stem>.png)",
+            dir.display()
         );
     }
     Ok(leuko::isolate::MaskReport::from_scores(scores))

@@ -61,8 +61,8 @@ pub use masks::{background_mask, cytoplasm_mask, erythrocyte_mask, leukocyte_mas
 pub use morphology::{close, dilate, erode, open};
 pub use overlay::overlay;
 pub use score::{
-    iou_with_voc, mask_bounds, score_against_mask, score_dataset, score_dataset_with, ImageScore,
-    MaskReport, MaskScore, ScoreReport,
+    iou_with_voc, mask_cells, mask_photo_stem, score_against_mask, score_dataset,
+    score_dataset_with, ImageScore, MaskReport, MaskScore, MaskSkip, ScoreReport,
 };
 
 use image::{GrayImage, RgbImage};

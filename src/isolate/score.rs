@@ -176,14 +176,14 @@ pub struct MaskScore {
     /// IoU of the largest found box with the mask's bounding box; 0 when none found.
     pub box_iou: f64,
     pub found: Option<LeukocyteBox>,
-    /// The bounding box of the mask's non-zero pixels (cell: cytoplasm and nucleus).
+    /// The bounding box of the mask's cell (cytoplasm and nucleus).
     pub truth: LeukocyteBox,
 }
 
 /// Summary of [`MaskScore`]s.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaskReport {
-    /// Photos with a mask that has a cell in it.
+    /// Photos with a mask of one cell.
     pub n: usize,
     /// Share of them with a leukocyte found.
     pub share_found: f64,
@@ -251,41 +251,75 @@ box IoU >= 0.5 {:.2}%
     }
 }
 
-/// The bounding box (exclusive max) of a mask's non-zero pixels; `None` for an empty mask.
-pub fn mask_bounds(mask: &image::GrayImage) -> Option<LeukocyteBox> {
-    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
-    let mut area = 0u64;
-    for (x, y, p) in mask.enumerate_pixels() {
-        if p.0[0] != 0 {
-            x0 = x0.min(x);
-            y0 = y0.min(y);
-            x1 = x1.max(x + 1);
-            y1 = y1.max(y + 1);
-            area += 1;
-        }
-    }
-    (area > 0).then_some(LeukocyteBox {
-        x_min: x0,
-        y_min: y0,
-        x_max: x1,
-        y_max: y1,
-        area_px: area,
-    })
+/// Mask values above this are the cell (cytoplasm or nucleus): masks mark cytoplasm 128-155
+/// and nuclei 255, and some carry JPEG-like noise near 0.
+pub const MASK_CELL_MIN: u8 = 100;
+
+/// The cells of a hand-made mask: the bounding boxes (exclusive max) of the connected pieces
+/// of pixels above [`MASK_CELL_MIN`], largest first, leaving out specks under 2% of the largest
+/// piece (noise, not cells); `area_px` is each piece's pixel count.
+pub fn mask_cells(mask: &image::GrayImage) -> Vec<LeukocyteBox> {
+    let cell = image::GrayImage::from_fn(mask.width(), mask.height(), |x, y| {
+        image::Luma([if mask.get_pixel(x, y).0[0] > MASK_CELL_MIN {
+            255
+        } else {
+            0
+        }])
+    });
+    let mut pieces: Vec<LeukocyteBox> = super::components(&cell)
+        .components
+        .iter()
+        .map(|c| LeukocyteBox {
+            x_min: c.x_min,
+            y_min: c.y_min,
+            x_max: c.x_max,
+            y_max: c.y_max,
+            area_px: c.area_px as u64,
+        })
+        .collect();
+    pieces.sort_by(|a, b| b.area_px.cmp(&a.area_px));
+    let largest = pieces.first().map_or(0, |p| p.area_px);
+    pieces.retain(|p| p.area_px * 50 >= largest);
+    pieces
 }
 
-/// Scores the largest found box of `photo_name` against `mask` (0 background, anything else
-/// the cell); `None` when the mask holds no cell or is not of the photo's size.
+/// Why a mask was not scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaskSkip {
+    /// No cell in it.
+    Empty,
+    /// Not the size of the photo.
+    OtherSize,
+    /// More than one cell (scores compare one cell with the largest box found).
+    SeveralCells,
+}
+
+impl std::fmt::Display for MaskSkip {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MaskSkip::Empty => "no cell in the mask",
+            MaskSkip::OtherSize => "the mask is not the photo's size",
+            MaskSkip::SeveralCells => "several cells in the mask",
+        })
+    }
+}
+
+/// Scores the largest found box of photo `name` against a mask of one cell.
 pub fn score_against_mask(
     name: &str,
     photo_size: (u32, u32),
     found: Option<LeukocyteBox>,
     mask: &image::GrayImage,
-) -> Option<MaskScore> {
+) -> std::result::Result<MaskScore, MaskSkip> {
     if mask.dimensions() != photo_size {
-        return None;
+        return Err(MaskSkip::OtherSize);
     }
-    let truth = mask_bounds(mask)?;
-    Some(MaskScore {
+    let truth = match mask_cells(mask).as_slice() {
+        [] => return Err(MaskSkip::Empty),
+        [one] => *one,
+        _ => return Err(MaskSkip::SeveralCells),
+    };
+    Ok(MaskScore {
         name: name.to_string(),
         box_iou: found.map_or(0.0, |f| f.iou(&truth)),
         found,
@@ -293,19 +327,37 @@ pub fn score_against_mask(
     })
 }
 
+/// The photo stem a mask file belongs to: its stem without a `_mask` / `-mask` word (any
+/// case), so `BloodImage_Mask_00012.png` and `BloodImage_00012_mask.png` both belong to
+/// `BloodImage_00012`, and `012.png` to `012`.
+pub fn mask_photo_stem(mask_stem: &str) -> String {
+    let lower = mask_stem.to_ascii_lowercase();
+    for word in ["_mask", "-mask"] {
+        if let Some(i) = lower.find(word) {
+            return format!("{}{}", &mask_stem[..i], &mask_stem[i + word.len()..]);
+        }
+    }
+    mask_stem.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_mask_is_scored_by_its_bounding_box() {
+    fn a_mask_is_scored_by_the_box_of_its_one_cell() {
         let mut mask = image::GrayImage::new(20, 10);
         for y in 2..6 {
             for x in 4..12 {
-                mask.put_pixel(x, y, image::Luma([if x < 8 { 255 } else { 128 }]));
+                mask.put_pixel(x, y, image::Luma([if x < 8 { 255 } else { 155 }]));
             }
         }
-        let truth = mask_bounds(&mask).unwrap();
+        // JPEG-like noise below the cell threshold, and a speck: neither is a cell.
+        mask.put_pixel(15, 8, image::Luma([40]));
+        mask.put_pixel(0, 0, image::Luma([255]));
+        let cells = mask_cells(&mask);
+        assert_eq!(cells.len(), 1, "{cells:?}");
+        let truth = cells[0];
         assert_eq!(
             (
                 truth.x_min,
@@ -325,20 +377,37 @@ mod tests {
         };
         let s = score_against_mask("a", (20, 10), Some(found), &mask).unwrap();
         assert!((s.box_iou - 0.5).abs() < 1e-12);
+        let none = score_against_mask("b", (20, 10), None, &mask).unwrap();
+        assert_eq!(none.box_iou, 0.0);
         assert_eq!(
-            score_against_mask("a", (20, 10), None, &mask)
-                .unwrap()
-                .box_iou,
-            0.0
+            score_against_mask("a", (10, 10), Some(found), &mask),
+            Err(MaskSkip::OtherSize)
         );
-        assert!(score_against_mask("a", (10, 10), Some(found), &mask).is_none());
-        assert!(mask_bounds(&image::GrayImage::new(3, 3)).is_none());
-        let r = MaskReport::from_scores(vec![
-            s,
-            score_against_mask("b", (20, 10), None, &mask).unwrap(),
-        ]);
+        let mut two = mask.clone();
+        for y in 7..10 {
+            for x in 14..18 {
+                two.put_pixel(x, y, image::Luma([155]));
+            }
+        }
+        assert_eq!(
+            score_against_mask("a", (20, 10), Some(found), &two),
+            Err(MaskSkip::SeveralCells)
+        );
+        assert_eq!(
+            score_against_mask("a", (3, 3), None, &image::GrayImage::new(3, 3)),
+            Err(MaskSkip::Empty)
+        );
+        let r = MaskReport::from_scores(vec![s, none]);
         assert_eq!((r.n, r.share_found, r.share_box_iou_ge_half), (2, 0.5, 0.5));
         assert!(r.to_text(5).contains("b  IoU 0.000  found none"));
+    }
+
+    #[test]
+    fn mask_files_are_matched_to_photos_by_name() {
+        assert_eq!(mask_photo_stem("BloodImage_Mask_00012"), "BloodImage_00012");
+        assert_eq!(mask_photo_stem("BloodImage_00012_mask"), "BloodImage_00012");
+        assert_eq!(mask_photo_stem("cell-MASK"), "cell");
+        assert_eq!(mask_photo_stem("012"), "012");
     }
 
     #[test]
