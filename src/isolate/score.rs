@@ -346,14 +346,14 @@ mod tests {
 
     #[test]
     fn a_mask_is_scored_by_the_box_of_its_one_cell() {
-        let mut mask = image::GrayImage::new(20, 10);
-        for y in 2..6 {
-            for x in 4..12 {
-                mask.put_pixel(x, y, image::Luma([if x < 8 { 255 } else { 155 }]));
+        let mut mask = image::GrayImage::new(40, 20);
+        for y in 2..12 {
+            for x in 4..16 {
+                mask.put_pixel(x, y, image::Luma([if x < 10 { 255 } else { 155 }]));
             }
         }
         // JPEG-like noise below the cell threshold, and a speck: neither is a cell.
-        mask.put_pixel(15, 8, image::Luma([40]));
+        mask.put_pixel(35, 18, image::Luma([40]));
         mask.put_pixel(0, 0, image::Luma([255]));
         let cells = mask_cells(&mask);
         assert_eq!(cells.len(), 1, "{cells:?}");
@@ -366,31 +366,31 @@ mod tests {
                 truth.y_max,
                 truth.area_px
             ),
-            (4, 2, 12, 6, 32)
+            (4, 2, 16, 12, 120)
         );
         let found = LeukocyteBox {
             x_min: 4,
             y_min: 2,
-            x_max: 8,
-            y_max: 6,
+            x_max: 10,
+            y_max: 12,
             area_px: 1,
         };
-        let s = score_against_mask("a", (20, 10), Some(found), &mask).unwrap();
+        let s = score_against_mask("a", (40, 20), Some(found), &mask).unwrap();
         assert!((s.box_iou - 0.5).abs() < 1e-12);
-        let none = score_against_mask("b", (20, 10), None, &mask).unwrap();
+        let none = score_against_mask("b", (40, 20), None, &mask).unwrap();
         assert_eq!(none.box_iou, 0.0);
         assert_eq!(
             score_against_mask("a", (10, 10), Some(found), &mask),
             Err(MaskSkip::OtherSize)
         );
         let mut two = mask.clone();
-        for y in 7..10 {
-            for x in 14..18 {
+        for y in 12..18 {
+            for x in 24..30 {
                 two.put_pixel(x, y, image::Luma([155]));
             }
         }
         assert_eq!(
-            score_against_mask("a", (20, 10), Some(found), &two),
+            score_against_mask("a", (40, 20), Some(found), &two),
             Err(MaskSkip::SeveralCells)
         );
         assert_eq!(
