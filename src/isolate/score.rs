@@ -277,7 +277,7 @@ pub fn mask_cells(mask: &image::GrayImage) -> Vec<LeukocyteBox> {
             area_px: c.area_px as u64,
         })
         .collect();
-    pieces.sort_by(|a, b| b.area_px.cmp(&a.area_px));
+    pieces.sort_by_key(|p| std::cmp::Reverse(p.area_px));
     let largest = pieces.first().map_or(0, |p| p.area_px);
     pieces.retain(|p| p.area_px * 50 >= largest);
     pieces
