@@ -299,7 +299,8 @@ pub struct EvaluateArgs {
     /// their probabilities), which must share classes and input.
     #[arg(long, value_name = "FILE")]
     pub model: Vec<PathBuf>,
-    /// Split whose test part is used (default: split.json beside the model, else the seed-42 grouped split).
+    /// Split whose test part is used (BCCD default: split.json beside the model, else the seed-42
+    /// grouped split; a labels CSV or class folders: required for --part test/val, from `leuko split --data`).
     #[arg(long, value_name = "FILE")]
     pub split: Option<PathBuf>,
     /// Which part of the split to score: `test` (the report's figures) or `val`
@@ -390,18 +391,9 @@ pub fn run_evaluate(a: EvaluateArgs) -> anyhow::Result<ExitCode> {
     let (ds, samples, part_name, split_name) = match a.data.source(false)? {
         super::Source::Bccd(dir) => bccd_part(&a, &dir, &classes, &meta)?,
         super::Source::Cells(table) if a.part != Part::All => {
-            let Some(path) = a
-                .split
-                .as_ref()
-                .or(a
-                    .model
-                    .first()
-                    .and_then(|m| m.parent())
-                    .map(|d| d.join("split.json"))
-                    .filter(|p| p.is_file())
-                    .as_ref())
-                .cloned()
-            else {
+            // No split is guessed: the one beside a fine-tuned model splits its training cells,
+            // not the cells given here.
+            let Some(path) = a.split.clone() else {
                 anyhow::bail!(
                     "--part {} of a labels CSV or class folders needs its split (--split FILE, \
                      from `leuko split --data`); --part all scores every cell",

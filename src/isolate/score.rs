@@ -50,6 +50,44 @@ pub struct ImageScore {
     pub truth: [i32; 4],
 }
 
+/// Mean, median and share >= 0.5 of IoUs sorted in ascending order (0 for none).
+struct IouSummary {
+    n: usize,
+    mean: f64,
+    median: f64,
+    share_ge_half: f64,
+}
+
+impl IouSummary {
+    fn of(sorted: &[f64]) -> IouSummary {
+        let n = sorted.len();
+        let median = match n {
+            0 => 0.0,
+            _ if n % 2 == 1 => sorted[n / 2],
+            _ => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        };
+        let mut s = IouSummary {
+            n,
+            mean: 0.0,
+            median,
+            share_ge_half: 0.0,
+        };
+        if n > 0 {
+            s.mean = sorted.iter().sum::<f64>() / n as f64;
+            s.share_ge_half = s.share_of(sorted.iter().filter(|&&v| v >= 0.5).count());
+        }
+        s
+    }
+
+    fn share_of(&self, k: usize) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            k as f64 / self.n as f64
+        }
+    }
+}
+
 /// Summary over the scored photos.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ScoreReport {
@@ -71,22 +109,13 @@ impl ScoreReport {
         images.sort_by(|a, b| a.iou.total_cmp(&b.iou).then(a.image_id.cmp(&b.image_id)));
         let n = images.len();
         let ious: Vec<f64> = images.iter().map(|s| s.iou).collect();
-        let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
-        let median = match n {
-            0 => 0.0,
-            _ if n % 2 == 1 => ious[n / 2],
-            _ => (ious[n / 2 - 1] + ious[n / 2]) / 2.0,
-        };
+        let s = IouSummary::of(&ious);
         ScoreReport {
             n,
-            mean_iou: if n == 0 {
-                0.0
-            } else {
-                ious.iter().sum::<f64>() / n as f64
-            },
-            median_iou: median,
-            share_iou_ge_half: share(ious.iter().filter(|&&v| v >= 0.5).count()),
-            share_none_found: share(images.iter().filter(|s| s.found.is_none()).count()),
+            mean_iou: s.mean,
+            median_iou: s.median,
+            share_iou_ge_half: s.share_ge_half,
+            share_none_found: s.share_of(images.iter().filter(|s| s.found.is_none()).count()),
             images,
         }
     }
@@ -197,24 +226,14 @@ pub struct MaskReport {
 impl MaskReport {
     pub fn from_scores(mut photos: Vec<MaskScore>) -> MaskReport {
         photos.sort_by(|a, b| a.box_iou.total_cmp(&b.box_iou).then(a.name.cmp(&b.name)));
-        let n = photos.len();
-        let share = |k: usize| if n == 0 { 0.0 } else { k as f64 / n as f64 };
         let ious: Vec<f64> = photos.iter().map(|p| p.box_iou).collect();
+        let s = IouSummary::of(&ious);
         MaskReport {
-            n,
-            share_found: share(photos.iter().filter(|p| p.found.is_some()).count()),
-            mean_box_iou: if n == 0 {
-                0.0
-            } else {
-                ious.iter().sum::<f64>() / n as f64
-            },
-            // `photos` is sorted by IoU.
-            median_box_iou: match n {
-                0 => 0.0,
-                _ if n % 2 == 1 => ious[n / 2],
-                _ => (ious[n / 2 - 1] + ious[n / 2]) / 2.0,
-            },
-            share_box_iou_ge_half: share(ious.iter().filter(|&&v| v >= 0.5).count()),
+            n: photos.len(),
+            share_found: s.share_of(photos.iter().filter(|p| p.found.is_some()).count()),
+            mean_box_iou: s.mean,
+            median_box_iou: s.median,
+            share_box_iou_ge_half: s.share_ge_half,
             photos,
         }
     }

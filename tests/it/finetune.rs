@@ -64,15 +64,15 @@ fn fine_tuning_on_a_few_cells_of_another_microscope_beats_the_default_model() {
     write_labels(&train_csv, &train);
     write_labels(&test_csv, &test);
     // A short recipe: the built-in one's settings, 12 epochs.
-    let recipe = leuko::train::config::ExperimentConfig::parse(
+    let mut recipe = leuko::train::config::ExperimentConfig::parse(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/experiments/finetune.toml"
         ))
-        .unwrap()
-        .replace("epochs = 100", "epochs = 12"),
+        .unwrap(),
     )
     .unwrap();
+    recipe.train.epochs = 12;
     let cfg_path = dir.path().join("short.toml");
     std::fs::write(&cfg_path, recipe.to_toml().unwrap()).unwrap();
     let run = dir.path().join("run");

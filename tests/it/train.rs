@@ -295,22 +295,33 @@ impl TinyRun {
 
     /// Every file under `dir` whose name says it is temporary or half-written.
     fn leftovers(dir: &Path) -> Vec<String> {
-        let mut found = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let e = e.unwrap();
-                let name = e.file_name().to_string_lossy().into_owned();
-                if name.contains(".tmp") || name.contains(".partial") {
-                    found.push(e.path().display().to_string());
-                }
-                if e.file_type().unwrap().is_dir() {
-                    stack.push(e.path());
-                }
+        files_under(dir)
+            .into_iter()
+            .filter(|(p, _)| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                name.contains(".tmp") || name.contains(".partial")
+            })
+            .map(|(p, _)| p.display().to_string())
+            .collect()
+    }
+}
+
+/// Every file and folder below `dir` with its size (0 for a folder).
+fn files_under(dir: &Path) -> Vec<(std::path::PathBuf, u64)> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                found.push((e.path(), 0));
+                stack.push(e.path());
+            } else {
+                found.push((e.path(), e.metadata().unwrap().len()));
             }
         }
-        found
     }
+    found
 }
 
 /// A run killed at every step of writing an epoch's checkpoint (each file, the manifest, the
@@ -393,23 +404,6 @@ impl Drop for Tmpfs {
     }
 }
 
-fn tree_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            let m = e.metadata().unwrap();
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
-}
-
 /// A disk that fills up during training (a tmpfs a quarter, half and three quarters the size
 /// of a finished run's folder): the run stops with an error that says so, and once there is
 /// space again `--resume` ends exactly as the uninterrupted run, no temporary file left.
@@ -434,7 +428,7 @@ fn a_run_stopped_by_a_full_disk_resumes_to_the_uninterrupted_result() {
     let o = tiny.run(&whole, false, None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let model = TinyRun::weights(&whole.join("model.leuko"));
-    let full = tree_bytes(&whole);
+    let full: u64 = files_under(&whole).iter().map(|(_, n)| n).sum();
     for quarter in 1..=3u64 {
         let mount = d.join(format!("disk-{quarter}"));
         let disk = Tmpfs::mount(&mount, (full * quarter / 4).max(4096)).unwrap();
