@@ -81,15 +81,12 @@ fn walk_photos(
             }
         };
         let path = e.path();
-        // Follows links; a broken link or an unreadable entry is reported, not skipped.
+        // Follows links; a broken link or an unreadable entry (a path longer than the system
+        // allows, say, which may be a folder of photos) is reported, not skipped.
         let meta = match std::fs::metadata(&path) {
             Ok(m) => m,
             Err(err) => {
-                if crate::imageio::has_image_extension(&path)
-                    || e.file_type().is_ok_and(|t| t.is_symlink())
-                {
-                    bad.push((path, format!("cannot read it: {err}")));
-                }
+                bad.push((path, format!("cannot read it: {err}")));
                 continue;
             }
         };

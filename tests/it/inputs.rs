@@ -112,3 +112,35 @@ fn loops_fifos_oversized_and_lying_files_are_each_reported_once() {
         assert!(text(&o.stderr).contains(reason), "{}", text(&o.stderr));
     }
 }
+
+/// A photo in folders nested deeper than the system's longest path: the walk reports the
+/// entry it cannot read (and the run exits 2) instead of skipping it silently.
+#[cfg(unix)]
+#[test]
+fn a_path_longer_than_the_system_allows_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::copy(photo(0), d.join("a.jpg")).unwrap();
+    // 22 folders of 200 characters: over 4,096 bytes. bash changes into each in turn, so no
+    // single call sees the whole path (dash's cd refuses a path that long).
+    let name = "d".repeat(200);
+    let script = format!(
+        "cd '{}' && for i in $(seq 22); do mkdir {name} && cd {name} || exit 1; done && cp '{}' deep.jpg",
+        d.display(),
+        std::fs::canonicalize(photo(1)).unwrap().display()
+    );
+    let made = std::process::Command::new("bash")
+        .args(["-c", &script])
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let o = predict_within(&[s(d)], &[], Duration::from_secs(60));
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(out.contains("a.jpg"), "{out}");
+    assert!(
+        err.lines()
+            .any(|l| l.contains(&name) && l.contains("cannot read it")),
+        "{err}"
+    );
+}
