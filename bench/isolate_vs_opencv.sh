@@ -29,7 +29,7 @@ done
 import statistics, sys
 ours, theirs, ours_dec, theirs_dec = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 mo, mt = statistics.median(ours), statistics.median(theirs)
-print("decode + isolate + crop, 1 thread, 366 photos, median ms/photo (median of 3 repetitions)")
+print("decode + isolate (leuko: with outlines) + crop, 1 thread, 366 photos, median ms/photo (median of 3 repetitions)")
 print(f"  leuko  : {mo:6.3f} ms   (decode alone {statistics.median(ours_dec):.3f} ms)  {ours}")
 print(f"  opencv : {mt:6.3f} ms   (decode alone {statistics.median(theirs_dec):.3f} ms)  {theirs}")
 print(f"  ratio  : {mo / mt:.2f}x the reference's time (bar: <= 0.5x)")

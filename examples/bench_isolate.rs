@@ -1,11 +1,11 @@
-//! Single-thread timing of decode + isolate + crop per photo over the whole
+//! Single-thread timing of decode + isolate + outlines + crop per photo over the whole
 //! data set, as the OpenCV reference (`isolate.py score`) measures itself.
 //! Run by `bench/isolate_vs_opencv.sh`; a benchmark, not a test.
 //!
 //! Usage: `bench_isolate [--data DIR] [--repeats N] [--json]`
 
 use leuko::data::DataDir;
-use leuko::isolate::{crop, isolate, CropConfig, IsolationConfig};
+use leuko::isolate::{cells_at, crop, CropConfig, IsolationConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -63,12 +63,15 @@ fn main() -> ExitCode {
                 eprintln!("bench_isolate: cannot read {}", p.display());
                 return ExitCode::from(2);
             };
-            let boxes = isolate(&photo, &cfg);
-            for b in &boxes {
-                std::hint::black_box(crop(&photo, b, &crop_cfg));
+            // The cells' outlines too: masks at the photo's resolution, their measures and
+            // polygons, as `leuko predict` reports them.
+            let cells = cells_at(&photo, &cfg, 1.0);
+            for c in &cells {
+                std::hint::black_box((c.mask.morphometrics(), c.mask.outline()));
+                std::hint::black_box(crop(&photo, &c.crop_box, &crop_cfg));
             }
             times.push(t0.elapsed().as_secs_f64() * 1e3);
-            found += usize::from(!boxes.is_empty());
+            found += usize::from(!cells.is_empty());
         }
         rep_medians.push(median(&mut times));
     }
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
             paths.len()
         );
         println!(
-            "  decode + isolate + crop: {ms:.3} ms/photo (median; repeats {:?})",
+            "  decode + isolate + outlines + crop: {ms:.3} ms/photo (median; repeats {:?})",
             rep_medians
                 .iter()
                 .map(|v| (v * 1000.0).round() / 1000.0)

@@ -39,6 +39,38 @@ pub struct AugmentConfig {
     /// This is `a`; 0 (default) = off and draws nothing.
     #[serde(default, skip_serializing_if = "is_off")]
     pub mixup: f32,
+    /// Stain jitter in haematoxylin-eosin-DAB optical density space (Tellez et al.
+    /// 2018, "HED" augmentation): each stain's density is scaled by a factor from
+    /// [1 - s, 1 + s] and shifted by up to +-s (optical density units), the differences between one lab's
+    /// stain batches, smear thickness and staining times. This is `s`.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub stain: f32,
+    /// Maximum hue rotation either way, in degrees, about the gray axis.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub hue_deg: f32,
+    /// Maximum relative saturation change (factor from [1 - s, 1 + s]).
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub saturation: f32,
+    /// Maximum relative zoom either way (factor from [1 - z, 1 + z]): cells a
+    /// little larger or smaller in their crop than the isolation makes them.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub zoom: f32,
+    /// Maximum Gaussian blur sigma, in crop pixels (drawn from [0, b]): focus, and
+    /// small cells enlarged to the crop size from fewer pixels.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub blur: f32,
+    /// Maximum standard deviation of per-pixel Gaussian noise, in units of the
+    /// [0, 1] range (drawn from [0, n]): camera noise.
+    #[serde(default, skip_serializing_if = "is_off")]
+    pub noise: f32,
+    /// Lowest JPEG quality: each copy is JPEG-compressed at a quality drawn from
+    /// [q, 95] (the photos of many microscopes are JPEGs). 0 = off.
+    #[serde(default, skip_serializing_if = "is_zero_quality")]
+    pub jpeg_quality: u8,
+}
+
+fn is_zero_quality(v: &u8) -> bool {
+    *v == 0
 }
 
 fn is_off(v: &f32) -> bool {
@@ -50,6 +82,27 @@ fn yes() -> bool {
 }
 
 impl AugmentConfig {
+    /// Every transformation off (each option's neutral value).
+    pub fn off() -> AugmentConfig {
+        AugmentConfig {
+            flip_horizontal: false,
+            flip_vertical: false,
+            rotation_deg: 0.0,
+            shear: 0.0,
+            brightness: 0.0,
+            contrast: 0.0,
+            colour: 0.0,
+            mixup: 0.0,
+            stain: 0.0,
+            hue_deg: 0.0,
+            saturation: 0.0,
+            zoom: 0.0,
+            blur: 0.0,
+            noise: 0.0,
+            jpeg_quality: 0,
+        }
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         let checks = [
             ("rotation_deg", self.rotation_deg, 0.0, 180.0),
@@ -58,6 +111,13 @@ impl AugmentConfig {
             ("contrast", self.contrast, 0.0, 1.0),
             ("colour", self.colour, 0.0, 1.0),
             ("mixup", self.mixup, 0.0, 10.0),
+            ("stain", self.stain, 0.0, 1.0),
+            ("hue_deg", self.hue_deg, 0.0, 180.0),
+            ("saturation", self.saturation, 0.0, 1.0),
+            ("zoom", self.zoom, 0.0, 0.9),
+            ("blur", self.blur, 0.0, 10.0),
+            ("noise", self.noise, 0.0, 0.5),
+            ("jpeg_quality", self.jpeg_quality as f32, 0.0, 95.0),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {
@@ -180,6 +240,13 @@ pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, ou
     } else {
         [1.0; 3]
     };
+    // The options below draw only when on, so that configs without them keep
+    // their random stream (and so their trained models).
+    let zoom = if cfg.zoom > 0.0 {
+        rng.random_range(1.0 - cfg.zoom..=1.0 + cfg.zoom)
+    } else {
+        1.0
+    };
 
     // Forward map M = rotation · shear · flip about the centre; sample through M⁻¹.
     let (c, s) = (theta.cos(), theta.sin());
@@ -187,6 +254,7 @@ pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, ou
         [c * fx + (-s) * sy * fx, (c * sx - s) * fy],
         [(s + c * sy) * fx, (s * sx + c) * fy],
     ];
+    let m = m.map(|row| row.map(|v| v * zoom));
     let det = m[0][0] * m[1][1] - m[0][1] * m[1][0];
     let inv = if det.abs() > 1e-6 {
         [
@@ -224,6 +292,170 @@ pub fn augment_into<R: Rng>(img: &RgbImage, cfg: &AugmentConfig, rng: &mut R, ou
         let mean = px.iter().sum::<f32>() / plane as f32;
         for v in px.iter_mut() {
             *v = (((*v + delta - mean) * factor + mean) * gain).clamp(0.0, 1.0);
+        }
+    }
+    photometric(cfg, rng, out, w, h);
+}
+
+/// The stain, hue, saturation, blur, noise and JPEG transformations, in the
+/// order a photo meets them: the smear's stain, the camera's colour rendering,
+/// the optics, the sensor, the file.
+fn photometric<R: Rng>(cfg: &AugmentConfig, rng: &mut R, out: &mut [f32], w: usize, h: usize) {
+    let plane = w * h;
+    if cfg.stain > 0.0 {
+        let s = cfg.stain;
+        let scale = [0; 3].map(|_| rng.random_range(1.0 - s..=1.0 + s));
+        let shift = [0; 3].map(|_| rng.random_range(-s..=s));
+        stain_jitter(out, plane, scale, shift);
+    }
+    if cfg.hue_deg > 0.0 || cfg.saturation > 0.0 {
+        let hue = if cfg.hue_deg > 0.0 {
+            rng.random_range(-cfg.hue_deg..=cfg.hue_deg).to_radians()
+        } else {
+            0.0
+        };
+        let sat = if cfg.saturation > 0.0 {
+            rng.random_range(1.0 - cfg.saturation..=1.0 + cfg.saturation)
+        } else {
+            1.0
+        };
+        let m = hue_saturation_matrix(hue, sat);
+        for i in 0..plane {
+            let v = [out[i], out[plane + i], out[2 * plane + i]];
+            for (ch, row) in m.iter().enumerate() {
+                out[ch * plane + i] =
+                    (row[0] * v[0] + row[1] * v[1] + row[2] * v[2]).clamp(0.0, 1.0);
+            }
+        }
+    }
+    if cfg.blur > 0.0 {
+        let sigma = rng.random_range(0.0..=cfg.blur);
+        if sigma >= 0.3 {
+            for ch in out.chunks_mut(plane) {
+                gaussian_blur_plane(ch, w, h, sigma);
+            }
+        }
+    }
+    if cfg.noise > 0.0 {
+        let sd = rng.random_range(0.0..=cfg.noise);
+        for v in out.iter_mut() {
+            *v = (*v + sd * standard_normal(rng)).clamp(0.0, 1.0);
+        }
+    }
+    if cfg.jpeg_quality > 0 {
+        let q = rng.random_range(cfg.jpeg_quality.min(95)..=95);
+        jpeg_round_trip(out, w, h, q);
+    }
+}
+
+/// Ruifrok and Johnston's (2001) stain vectors in RGB optical density, one row per
+/// stain (haematoxylin, eosin, DAB), as scikit-image's `rgb_from_hed`.
+const RGB_FROM_HED: [[f32; 3]; 3] = [[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]];
+
+/// Scales and shifts each stain's density: `c' = c * scale + shift`.
+fn stain_jitter(out: &mut [f32], plane: usize, scale: [f32; 3], shift: [f32; 3]) {
+    let inv = invert3(RGB_FROM_HED);
+    // Optical densities of pure white are 0; 1/255 keeps black pixels finite.
+    let floor = 1.0 / 255.0f32;
+    for i in 0..plane {
+        let od = [0, 1, 2].map(|ch| -out[ch * plane + i].max(floor).log10());
+        // od (row vector) = c · RGB_FROM_HED, so c = od · inv.
+        let c = [0, 1, 2].map(|k| {
+            let v = od[0] * inv[0][k] + od[1] * inv[1][k] + od[2] * inv[2][k];
+            v * scale[k] + shift[k]
+        });
+        for ch in 0..3 {
+            let d = c[0] * RGB_FROM_HED[0][ch]
+                + c[1] * RGB_FROM_HED[1][ch]
+                + c[2] * RGB_FROM_HED[2][ch];
+            out[ch * plane + i] = 10f32.powf(-d.max(0.0)).clamp(0.0, 1.0);
+        }
+    }
+}
+
+fn invert3(m: [[f32; 3]; 3]) -> [[f32; 3]; 3] {
+    let det = m[0][0] * (m[1][1] * m[2][2] - m[1][2] * m[2][1])
+        - m[0][1] * (m[1][0] * m[2][2] - m[1][2] * m[2][0])
+        + m[0][2] * (m[1][0] * m[2][1] - m[1][1] * m[2][0]);
+    let c =
+        |r0: usize, c0: usize, r1: usize, c1: usize| m[r0][c0] * m[r1][c1] - m[r0][c1] * m[r1][c0];
+    [
+        [c(1, 1, 2, 2), -c(0, 1, 2, 2), c(0, 1, 1, 2)],
+        [-c(1, 0, 2, 2), c(0, 0, 2, 2), -c(0, 0, 1, 2)],
+        [c(1, 0, 2, 1), -c(0, 0, 2, 1), c(0, 0, 1, 1)],
+    ]
+    .map(|row| row.map(|v| v / det))
+}
+
+/// The RGB matrix that rotates hue by `angle` radians about the gray axis and
+/// scales saturation (the distance from it) by `sat`; gray stays gray.
+fn hue_saturation_matrix(angle: f32, sat: f32) -> [[f32; 3]; 3] {
+    // Rodrigues' rotation about the unit vector (1, 1, 1) / sqrt(3).
+    let (c, s) = (angle.cos(), angle.sin());
+    let k = 1.0 / 3.0;
+    let r = 3f32.sqrt().recip();
+    let a = c + (1.0 - c) * k;
+    let b = (1.0 - c) * k - r * s;
+    let d = (1.0 - c) * k + r * s;
+    let rot = [[a, b, d], [d, a, b], [b, d, a]];
+    // Saturation: gray + sat * (v - gray), gray the mean of the channels.
+    let mut m = [[0f32; 3]; 3];
+    for (i, row) in m.iter_mut().enumerate() {
+        for (j, v) in row.iter_mut().enumerate() {
+            *v = sat * rot[i][j] + (1.0 - sat) * k;
+        }
+    }
+    m
+}
+
+fn gaussian_blur_plane(px: &mut [f32], w: usize, h: usize, sigma: f32) {
+    let radius = (3.0 * sigma).ceil() as i64;
+    let kernel: Vec<f32> = (-radius..=radius)
+        .map(|i| (-(i * i) as f32 / (2.0 * sigma * sigma)).exp())
+        .collect();
+    let total: f32 = kernel.iter().sum();
+    let kernel: Vec<f32> = kernel.iter().map(|k| k / total).collect();
+    let mut tmp = vec![0f32; px.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (k, &kv) in kernel.iter().enumerate() {
+                let xx = reflect(x as i64 + k as i64 - radius, w as i64);
+                acc += kv * px[y * w + xx];
+            }
+            tmp[y * w + x] = acc;
+        }
+    }
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = 0.0;
+            for (k, &kv) in kernel.iter().enumerate() {
+                let yy = reflect(y as i64 + k as i64 - radius, h as i64);
+                acc += kv * tmp[yy * w + x];
+            }
+            px[y * w + x] = acc;
+        }
+    }
+}
+
+fn standard_normal<R: Rng>(rng: &mut R) -> f32 {
+    let u1: f32 = rng.random::<f32>().max(f32::MIN_POSITIVE);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+}
+
+/// Compresses the planar image as a JPEG of quality `q` and reads it back.
+fn jpeg_round_trip(out: &mut [f32], w: usize, h: usize, q: u8) {
+    let img = planar_to_image(out, w as u32, h as u32);
+    let mut bytes = Vec::new();
+    let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, q);
+    if img.write_with_encoder(encoder).is_err() {
+        return;
+    }
+    if let Ok(decoded) = image::load_from_memory_with_format(&bytes, image::ImageFormat::Jpeg) {
+        let rgb = decoded.to_rgb8();
+        if rgb.dimensions() == (w as u32, h as u32) {
+            plain_into(&rgb, out);
         }
     }
 }
@@ -308,8 +540,7 @@ mod tests {
             shear: 0.0,
             brightness: 0.0,
             contrast: 0.0,
-            colour: 0.0,
-            mixup: 0.0,
+            ..AugmentConfig::off()
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
         let mut a = vec![0f32; 3 * 48];
@@ -333,6 +564,7 @@ mod tests {
             contrast: 0.2,
             colour: 0.1,
             mixup: 0.0,
+            ..AugmentConfig::off()
         };
         let run = |seed| {
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -358,6 +590,7 @@ mod tests {
             contrast: 0.0,
             colour: 0.2,
             mixup: 0.0,
+            ..AugmentConfig::off()
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
         let mut out = vec![0f32; 3 * 48];
@@ -417,5 +650,141 @@ mod tests {
         let mut p = m.partner.clone();
         p.sort();
         assert_eq!(p, (0..10).collect::<Vec<_>>());
+    }
+
+    fn colourful() -> RgbImage {
+        RgbImage::from_fn(24, 20, |x, y| {
+            image::Rgb([
+                (40 + x * 8) as u8,
+                (30 + y * 9) as u8,
+                (200 - x * 3 - y * 2) as u8,
+            ])
+        })
+    }
+
+    #[test]
+    fn stain_jitter_at_unit_scale_and_no_shift_changes_nothing() {
+        let img = colourful();
+        let mut a = vec![0f32; 3 * 24 * 20];
+        plain_into(&img, &mut a);
+        let before = a.clone();
+        stain_jitter(&mut a, 24 * 20, [1.0; 3], [0.0; 3]);
+        for (x, y) in a.iter().zip(&before) {
+            assert!((x - y).abs() < 2e-3, "{x} vs {y}");
+        }
+        // 0.2 more haematoxylin adds 0.2 times its stain vector to every pixel's optical
+        // density: red and green darken more than blue.
+        let mut h = before.clone();
+        stain_jitter(&mut h, 24 * 20, [1.0; 3], [0.2, 0.0, 0.0]);
+        for i in 0..480 {
+            for ch in 0..3 {
+                let gain = -(h[ch * 480 + i] / before[ch * 480 + i]).log10();
+                let want = 0.2 * RGB_FROM_HED[0][ch];
+                assert!(
+                    (gain - want).abs() < 5e-3,
+                    "pixel {i} channel {ch}: {gain} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn hue_rotation_keeps_gray_gray_and_a_full_turn_is_the_identity() {
+        let m = hue_saturation_matrix(1.0, 0.7);
+        for row in m {
+            assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5, "{m:?}");
+        }
+        let full = hue_saturation_matrix(std::f32::consts::TAU, 1.0);
+        for (i, row) in full.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-5, "{full:?}");
+            }
+        }
+        // Saturation 0 sends every colour to the gray of its mean.
+        let g = hue_saturation_matrix(0.3, 0.0);
+        let c = [0.9f32, 0.2, 0.4];
+        let out: Vec<f32> = g
+            .iter()
+            .map(|r| r[0] * c[0] + r[1] * c[1] + r[2] * c[2])
+            .collect();
+        assert!(
+            (out[0] - out[1]).abs() < 1e-5 && (out[1] - out[2]).abs() < 1e-5,
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn blur_smooths_noise_adds_and_jpeg_keeps_the_picture() {
+        let img = colourful();
+        let n = 24 * 20;
+        let mut plain = vec![0f32; 3 * n];
+        plain_into(&img, &mut plain);
+        let roughness =
+            |v: &[f32]| -> f32 { (0..n - 1).map(|i| (v[i + 1] - v[i]).abs()).sum::<f32>() };
+        // A checkerboard in the first plane, blurred, is much smoother.
+        let mut check: Vec<f32> = (0..n).map(|i| ((i % 24 + i / 24) % 2) as f32).collect();
+        let r0 = roughness(&check);
+        gaussian_blur_plane(&mut check, 24, 20, 1.5);
+        assert!(roughness(&check) < 0.2 * r0);
+        // Each setting on its own, seeded: the same draw twice, inside [0, 1], near the input.
+        for cfg in [
+            AugmentConfig {
+                blur: 2.0,
+                ..AugmentConfig::off()
+            },
+            AugmentConfig {
+                noise: 0.05,
+                ..AugmentConfig::off()
+            },
+            AugmentConfig {
+                jpeg_quality: 40,
+                ..AugmentConfig::off()
+            },
+            AugmentConfig {
+                stain: 0.2,
+                ..AugmentConfig::off()
+            },
+            AugmentConfig {
+                hue_deg: 40.0,
+                saturation: 0.5,
+                ..AugmentConfig::off()
+            },
+            AugmentConfig {
+                zoom: 0.2,
+                ..AugmentConfig::off()
+            },
+        ] {
+            cfg.validate().unwrap();
+            let run = |seed| {
+                let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+                let mut out = vec![0f32; 3 * n];
+                augment_into(&img, &cfg, &mut rng, &mut out);
+                out
+            };
+            let (a, b, c) = (run(5), run(5), run(6));
+            assert_eq!(a, b, "{cfg:?}");
+            assert_ne!(a, c, "{cfg:?}: another seed, another draw");
+            assert!(a.iter().all(|v| (0.0..=1.0).contains(v)), "{cfg:?}");
+            let mad = a
+                .iter()
+                .zip(&plain)
+                .map(|(x, y)| (x - y).abs())
+                .sum::<f32>()
+                / a.len() as f32;
+            assert!(mad < 0.25, "{cfg:?}: mean change {mad}");
+        }
+        assert!(AugmentConfig {
+            stain: 1.5,
+            ..AugmentConfig::off()
+        }
+        .validate()
+        .is_err());
+        assert!(AugmentConfig {
+            jpeg_quality: 99,
+            ..AugmentConfig::off()
+        }
+        .validate()
+        .is_err());
     }
 }

@@ -160,8 +160,22 @@ pub fn cut_share(b: &LeukocyteBox, photo_w: u32, photo_h: u32, border_px: u32) -
 pub struct CellPrediction {
     /// 1-based, in isolation order (largest nucleus first).
     pub cell: usize,
+    /// The bounding box of the cell's outline.
     #[serde(rename = "box")]
     pub bbox: LeukocyteBox,
+    /// The window the network input was cut from (the outline with the isolation's margin);
+    /// the review rules for cells cut by the border and of unusual size read it.
+    #[serde(skip)]
+    pub crop_box: LeukocyteBox,
+    /// The part of the photo [`CellPrediction::crop`] shows.
+    #[serde(skip)]
+    pub crop_window: crate::isolate::CropWindow,
+    /// Nucleus and cytoplasm at the photo's resolution.
+    #[serde(skip)]
+    pub mask: crate::isolate::CellMask,
+    pub morphometrics: crate::isolate::Morphometrics,
+    /// The same in micrometres, when the photo's scale is known ([`Classifier::set_um_per_px`]).
+    pub morphometrics_um: Option<crate::isolate::MorphometricsUm>,
     pub class: ClassLabel,
     /// Probability of `class`.
     pub confidence: f32,
@@ -211,6 +225,8 @@ pub struct Classifier {
     prior: Option<Vec<f32>>,
     /// The photos' magnification relative to BCCD's (see [`Classifier::set_magnification`]).
     magnification: f32,
+    /// Micrometres per photo pixel, when known (see [`Classifier::set_um_per_px`]).
+    um_per_px: Option<f64>,
     /// Where the model came from, for messages ("embedded default model" or a path).
     origin: String,
 }
@@ -255,6 +271,7 @@ impl Classifier {
             views: Views::Single,
             prior,
             magnification: 1.0,
+            um_per_px: None,
             origin: origin.to_string(),
         })
     }
@@ -300,6 +317,13 @@ impl Classifier {
         self.magnification = m.0;
     }
 
+    /// The photos' scale in micrometres per pixel: each cell's morphometrics are then also
+    /// given in micrometres ([`CellPrediction::morphometrics_um`]). `None` (default) or a value
+    /// that is not a positive number gives pixels only.
+    pub fn set_um_per_px(&mut self, um_per_px: Option<f64>) {
+        self.um_per_px = um_per_px.filter(|v| v.is_finite() && *v > 0.0);
+    }
+
     /// Finds, crops and classifies every leukocyte in a photo.
     pub fn classify(&self, photo: &RgbImage) -> Result<PhotoPrediction> {
         self.classify_timed(photo).map(|(p, _)| p)
@@ -308,7 +332,7 @@ impl Classifier {
     /// [`Classifier::classify`], also timing its two stages (for `leuko bench predict`).
     pub fn classify_timed(&self, photo: &RgbImage) -> Result<(PhotoPrediction, StageTimes)> {
         let t0 = Instant::now();
-        let (boxes, crops) = crate::preprocess::cell_inputs(
+        let (found, crops) = crate::preprocess::cell_inputs(
             photo,
             &self.isolation,
             &self.crop,
@@ -342,18 +366,18 @@ impl Classifier {
             isolate_ms: (t1 - t0).as_secs_f64() * 1e3 + t2.elapsed().as_secs_f64() * 1e3,
             network_ms: (t2 - t1).as_secs_f64() * 1e3,
         };
-        let cells: Vec<CellPrediction> = boxes
+        let cells: Vec<CellPrediction> = found
             .into_iter()
             .zip(crops)
             .zip(probs)
             .enumerate()
-            .map(|(i, ((bbox, crop), p))| {
+            .map(|(i, ((found, crop), p))| {
                 let (k, &confidence) =
                     p.iter()
                         .enumerate()
                         .fold((0, &f32::MIN), |b, x| if x.1 > b.1 { x } else { b });
                 let mut reasons = self.rules.reasons_at(
-                    &bbox,
+                    &found.crop_box,
                     photo.width(),
                     photo.height(),
                     self.magnification,
@@ -362,9 +386,21 @@ impl Classifier {
                 if unfamiliar {
                     reasons.push(ReviewReason::UnfamiliarPhoto);
                 }
+                let morphometrics = found.mask.morphometrics();
                 CellPrediction {
                     cell: i + 1,
-                    bbox,
+                    bbox: found.cell_box(),
+                    crop_window: crate::isolate::crop_window(
+                        photo.width(),
+                        photo.height(),
+                        &found.crop_box,
+                        &self.crop,
+                    )
+                    .unwrap_or_default(),
+                    crop_box: found.crop_box,
+                    morphometrics_um: self.um_per_px.map(|s| morphometrics.in_um(s)),
+                    morphometrics,
+                    mask: found.mask,
                     class: self.meta.classes[k],
                     confidence,
                     probabilities: p,

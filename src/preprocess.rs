@@ -205,21 +205,21 @@ pub fn network_input_with_box(
 }
 
 /// Every leukocyte the isolation finds in `photo` (taken at `magnification` times BCCD's) and
-/// its network input, as prediction classifies them: boxes in the photo's pixels, largest first.
+/// its network input, as prediction classifies them: cells in the photo's pixels, largest first.
 pub fn cell_inputs(
     photo: &RgbImage,
     isolation: &crate::isolate::IsolationConfig,
     crop: &crate::isolate::CropConfig,
     input: &InputConfig,
     magnification: f32,
-) -> (Vec<crate::isolate::LeukocyteBox>, Vec<RgbImage>) {
-    let boxes = crate::isolate::isolate_at(photo, isolation, magnification);
-    let mut crops: Vec<RgbImage> = boxes
+) -> (Vec<crate::isolate::FoundCell>, Vec<RgbImage>) {
+    let cells = crate::isolate::cells_at(photo, isolation, magnification);
+    let mut crops: Vec<RgbImage> = cells
         .iter()
-        .map(|b| crate::isolate::crop(photo, b, crop))
+        .map(|c| crate::isolate::crop(photo, &c.crop_box, crop))
         .collect();
     finish_inputs(photo, input, &mut crops, true);
-    (boxes, crops)
+    (cells, crops)
 }
 
 /// What every network input cut from (or resized from) `photo` gets before the network sees

@@ -6,7 +6,7 @@
 //! CSV columns (one row per leukocyte, photos in input order, cells largest first):
 //!
 //! ```text
-//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity
+//! file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity,cell_area_px,nucleus_area_px,nc_ratio,nucleus_lobes,circularity,cell_area_um2,nucleus_area_um2,cell_diameter_um
 //! ```
 //!
 //! The `p_` columns follow the model's classes in its output order. A photo
@@ -15,6 +15,8 @@
 //! `no_leukocyte_found`. `review_reasons` lists a flagged cell's reasons separated by `;` (empty
 //! when not flagged). `unfamiliarity` is the photo's ([`crate::familiar`]: above 1, the photo looks
 //! unlike the model's training photos; empty for a model that records no profile of them).
+//! The last eight columns measure the cell's outline ([`crate::isolate::Morphometrics`]; box
+//! = the outline's bounding box); the micrometre ones are empty when the scale is unknown.
 //! Unreadable photos give no row (they are reported on stderr and in JSON).
 
 use crate::data::ClassLabel;
@@ -49,7 +51,41 @@ pub fn csv_header(classes: &[ClassLabel]) -> Vec<String> {
     h.push("review".to_string());
     h.push("review_reasons".to_string());
     h.push("unfamiliarity".to_string());
+    h.extend(MORPHOMETRIC_COLUMNS.iter().map(|s| s.to_string()));
     h
+}
+
+/// The outline's measures, after `unfamiliarity`; the micrometre ones are empty unless the
+/// photo's scale was given (`--um-per-px`).
+pub const MORPHOMETRIC_COLUMNS: [&str; 8] = [
+    "cell_area_px",
+    "nucleus_area_px",
+    "nc_ratio",
+    "nucleus_lobes",
+    "circularity",
+    "cell_area_um2",
+    "nucleus_area_um2",
+    "cell_diameter_um",
+];
+
+fn morphometric_fields(c: &CellPrediction) -> Vec<String> {
+    let m = &c.morphometrics;
+    let mut f = vec![
+        m.cell_area_px.to_string(),
+        m.nucleus_area_px.to_string(),
+        format!("{:.4}", m.nc_ratio),
+        m.nucleus_lobes.to_string(),
+        format!("{:.4}", m.circularity),
+    ];
+    match &c.morphometrics_um {
+        Some(u) => f.extend([
+            format!("{:.2}", u.cell_area_um2),
+            format!("{:.2}", u.nucleus_area_um2),
+            format!("{:.2}", u.cell_diameter_um),
+        ]),
+        None => f.extend(std::iter::repeat_n(String::new(), 3)),
+    }
+    f
 }
 
 /// The CSV described in the module documentation.
@@ -74,6 +110,10 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
             row.push(p.review.to_string());
             row.push(reasons_list(&p.review_reasons));
             row.push(unfamiliarity.clone());
+            row.extend(std::iter::repeat_n(
+                String::new(),
+                MORPHOMETRIC_COLUMNS.len(),
+            ));
             write(row);
         }
         for c in &p.cells {
@@ -92,6 +132,7 @@ pub fn to_csv(results: &[PhotoResult], classes: &[ClassLabel]) -> String {
             row.push(c.review.to_string());
             row.push(reasons_list(&c.review_reasons));
             row.push(unfamiliarity.clone());
+            row.extend(morphometric_fields(c));
             write(row);
         }
     }
@@ -296,6 +337,49 @@ fn thumbnail_uri(img: &image::RgbImage, side: u32) -> String {
     }
 }
 
+/// A cell's crop at `side` pixels with its outline drawn over it, as inline SVG: the crop is
+/// placed on the photo window it shows, so the outline's photo-pixel polygons fall on the cell
+/// (cell in yellow, nucleus in blue; both colour-blind safe against stained cells).
+fn outlined_thumbnail(c: &CellPrediction, side: u32, class: &str) -> String {
+    let w = &c.crop_window;
+    let img = thumbnail_uri(&c.crop, side);
+    if w.width <= 0 || w.height <= 0 {
+        return format!("<img class=\"{class}\" src=\"{img}\" alt=\"\">");
+    }
+    let outline = c.mask.outline();
+    // A stroke of about 1.5 thumbnail pixels, in photo pixels.
+    let stroke = 1.5 * w.width.max(w.height) as f64 / side as f64;
+    let path = |polys: &[Vec<[u32; 2]>]| {
+        let mut d = String::new();
+        for p in polys {
+            for (i, [x, y]) in p.iter().enumerate() {
+                let _ = write!(d, "{}{x} {y}", if i == 0 { "M" } else { "L" });
+            }
+            d.push('Z');
+        }
+        d
+    };
+    format!(
+        "<svg class=\"{class}\" width=\"{side}\" height=\"{side}\" viewBox=\"{} {} {} {}\" \
+         preserveAspectRatio=\"none\" role=\"img\" aria-label=\"cell {} with its outline\">\
+         <image href=\"{img}\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" \
+         preserveAspectRatio=\"none\"/>\
+         <path d=\"{}\" fill=\"none\" stroke=\"#f0e442\" stroke-width=\"{stroke:.2}\"/>\
+         <path d=\"{}\" fill=\"none\" stroke=\"#56b4e9\" stroke-width=\"{stroke:.2}\"/></svg>",
+        w.x,
+        w.y,
+        w.width,
+        w.height,
+        c.cell,
+        w.x,
+        w.y,
+        w.width,
+        w.height,
+        path(&outline.cell),
+        path(&outline.nucleus),
+    )
+}
+
 /// A horizontal bar chart of the percentages, as inline SVG.
 fn bar_chart_svg(counts: &[TypeCount]) -> String {
     let (label_w, bar_w, row_h) = (110.0, 360.0, 28.0);
@@ -336,8 +420,8 @@ table{border-collapse:collapse;margin:1em 0}th,td{border:1px solid #ccc;padding:
 th{background:#f2f2f2;text-align:left}td.n{text-align:right}tr.total td{font-weight:bold}\
 .note{color:#555;font-size:0.92em}.warning{background:#fff3cd;border:1px solid #e0b000;padding:0.6em 0.9em;border-radius:4px}.gallery{display:flex;flex-wrap:wrap;gap:6px}\
 figure{margin:0;text-align:center;font-size:0.75em;width:100px;overflow-wrap:anywhere}\
-figure img{width:96px;height:96px;display:block;margin:auto}.flag{outline:3px solid #d55e00}\
-td img{width:64px;height:64px}td.b{white-space:nowrap}";
+figure .thumb{width:96px;height:96px;display:block;margin:auto}.flag{outline:3px solid #d55e00}\
+td .thumb{width:64px;height:64px}td.b{white-space:nowrap}";
 
 /// The self-contained HTML differential-count report: counts and
 /// percentages per type in the clinical order with a bar chart, the cells
@@ -452,9 +536,9 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
             let b = &c.bbox;
             let _ = writeln!(
                 h,
-                "<tr><td><img src=\"{}\" alt=\"\"></td><td>{}</td><td class=\"n\">{}</td>\
+                "<tr><td>{}</td><td>{}</td><td class=\"n\">{}</td>\
                  <td class=\"b\">({},{})-({},{})</td><td>{}</td><td class=\"n\">{:.3}</td><td>{}</td></tr>",
-                thumbnail_uri(&c.crop, REVIEW_THUMB_PX),
+                outlined_thumbnail(c, REVIEW_THUMB_PX, "thumb"),
                 e(&r.file),
                 c.cell,
                 b.x_min,
@@ -486,11 +570,14 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
             let short = r.file.rsplit(['/', '\\']).next().unwrap_or(&r.file);
             let _ = writeln!(
                 h,
-                "<figure title=\"{} cell {}\"><img src=\"{}\" alt=\"\"{}>{} #{} {:.2}</figure>",
+                "<figure title=\"{} cell {}\">{}{} #{} {:.2}</figure>",
                 e(&r.file),
                 c.cell,
-                thumbnail_uri(&c.crop, GALLERY_THUMB_PX),
-                if c.review { " class=\"flag\"" } else { "" },
+                outlined_thumbnail(
+                    c,
+                    GALLERY_THUMB_PX,
+                    if c.review { "thumb flag" } else { "thumb" }
+                ),
                 e(short),
                 c.cell,
                 c.confidence
@@ -502,7 +589,10 @@ pub fn render_html(results: &[PhotoResult], opts: &ReportOptions) -> String {
         }
     }
     if total > 0 {
-        h.push_str("<p class=\"note\">Outlined crops are flagged for review.</p>\n");
+        h.push_str(
+            "<p class=\"note\">Each crop shows the cell's outline in yellow and its nucleus in \
+             blue; crops framed in orange are flagged for review.</p>\n",
+        );
     }
 
     // Photos without a leukocyte and unreadable files.
@@ -552,15 +642,36 @@ mod tests {
         .position(|&c| c == class)
         .unwrap();
         probabilities[k] = conf;
+        // A 100x100 cell with a 50x50 nucleus in its middle.
+        let mut mask = crate::isolate::CellMask::empty(10, 20, 100, 100);
+        for (i, v) in mask.pixels.iter_mut().enumerate() {
+            let (x, y) = (i % 100, i / 100);
+            *v = if (25..75).contains(&x) && (25..75).contains(&y) {
+                crate::isolate::NUCLEUS
+            } else {
+                crate::isolate::CYTOPLASM
+            };
+        }
+        let bbox = LeukocyteBox {
+            x_min: 10,
+            y_min: 20,
+            x_max: 110,
+            y_max: 120,
+            area_px: 2500,
+        };
         CellPrediction {
             cell: n,
-            bbox: LeukocyteBox {
-                x_min: 10,
-                y_min: 20,
-                x_max: 110,
-                y_max: 120,
-                area_px: 5000,
+            bbox,
+            crop_box: bbox,
+            crop_window: crate::isolate::CropWindow {
+                x: bbox.x_min as i64,
+                y: bbox.y_min as i64,
+                width: (bbox.x_max - bbox.x_min) as i64,
+                height: (bbox.y_max - bbox.y_min) as i64,
             },
+            morphometrics: mask.morphometrics(),
+            morphometrics_um: (n == 2).then(|| mask.morphometrics().in_um(0.1)),
+            mask,
             class,
             confidence: conf,
             probabilities,
@@ -626,15 +737,25 @@ mod tests {
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
-            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity"
+            "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity,cell_area_px,nucleus_area_px,nc_ratio,nucleus_lobes,circularity,cell_area_um2,nucleus_area_um2,cell_diameter_um"
         );
         assert_eq!(lines.len(), 1 + 2 + 1 + 1, "{csv}");
         assert!(lines[1].starts_with("\"a,<b>.jpg\",1,10,20,110,120,NEUTROPHIL,0.9000,0.9000,"));
-        assert!(lines[1].ends_with(",false,,"), "{}", lines[1]);
-        assert!(lines[2].ends_with(",true,low_confidence,"), "{}", lines[2]);
+        // A square's circularity is capped at a disc's 1.
+        assert!(
+            lines[1].ends_with(",false,,,10000,2500,0.2500,1,1.0000,,,"),
+            "{}",
+            lines[1]
+        );
+        assert!(
+            lines[2]
+                .ends_with(",true,low_confidence,,10000,2500,0.2500,1,1.0000,100.00,25.00,11.28"),
+            "{}",
+            lines[2]
+        );
         assert_eq!(
             lines[3],
-            "empty.png,0,,,,,none,,,,,,true,no_leukocyte_found,"
+            "empty.png,0,,,,,none,,,,,,true,no_leukocyte_found,,,,,,,,,"
         );
         assert!(!csv.contains("broken"));
     }

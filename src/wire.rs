@@ -7,17 +7,24 @@
 //!         "cells": [cell], "error"}
 //! cell:  {"cell", "box": {"x_min", "y_min", "x_max", "y_max"}, "class", "confidence",
 //!         "probabilities": {CLASS: p}, "review", "review_reasons": [reason],
+//!         "morphometrics": {"cell_area_px", "nucleus_area_px", "nc_ratio", "nucleus_lobes",
+//!                           "circularity"},
+//!         "morphometrics_um": {"cell_area_um2", "nucleus_area_um2", "cell_diameter_um"}
+//!                             (only when the scale is known),
+//!         "outline": {"cell": [[[x, y], ...]], "nucleus": [[[x, y], ...], ...]},
 //!         "crop_png_base64" (API only)}
 //! ```
 //!
 //! Classes are spelled as the model stores them (`NEUTROPHIL`), in `class` and as the keys of
 //! `probabilities` alike, which follow the model's output order. Boxes are photo pixels, max
-//! exclusive. `cell` numbers a photo's leukocytes from 1, largest first. A photo that could not
+//! exclusive, and a cell's box is the bounding box of its outline, whose polygons run along pixel
+//! corners (a polygon encloses exactly its pixels; one per separate piece, largest first). `cell` numbers a photo's leukocytes from 1, largest first. A photo that could not
 //! be read has `ok` false, no `width` / `height`, no cells, and the reason in `error`. A photo's
 //! `review_reasons` are `no_leukocyte_found` and `unfamiliar_photo` (its `unfamiliarity` above 1:
 //! unlike the model's training photos; `null` for a model that records no profile of them).
 
 use crate::data::ClassLabel;
+use crate::isolate::{Morphometrics, MorphometricsUm, Outline};
 use crate::predict::{CellPrediction, PhotoPrediction, ReviewReason};
 use base64::Engine as _;
 use image::ImageEncoder as _;
@@ -76,6 +83,12 @@ pub struct CellRecord {
     pub probabilities: ClassProbabilities,
     pub review: bool,
     pub review_reasons: Vec<ReviewReason>,
+    pub morphometrics: Morphometrics,
+    /// The same in micrometres; left out when the photo's scale is unknown.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub morphometrics_um: Option<MorphometricsUm>,
+    /// Cell and nucleus polygons in photo pixel corners.
+    pub outline: Outline,
     /// The network input as a base64 PNG, when asked for ([`PhotoRecord::new`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub crop_png_base64: Option<String>,
@@ -102,6 +115,9 @@ impl CellRecord {
             ),
             review: c.review,
             review_reasons: c.review_reasons.clone(),
+            morphometrics: c.morphometrics,
+            morphometrics_um: c.morphometrics_um,
+            outline: c.mask.outline(),
             crop_png_base64: if with_crop { png_base64(&c.crop) } else { None },
         }
     }
@@ -275,15 +291,26 @@ mod tests {
     use crate::isolate::LeukocyteBox;
 
     fn cell(class: ClassLabel, review: bool) -> CellPrediction {
+        let bbox = LeukocyteBox {
+            x_min: 1,
+            y_min: 2,
+            x_max: 30,
+            y_max: 40,
+            area_px: 1,
+        };
         CellPrediction {
             cell: 1,
-            bbox: LeukocyteBox {
-                x_min: 1,
-                y_min: 2,
-                x_max: 30,
-                y_max: 40,
-                area_px: 1,
+            bbox,
+            crop_box: bbox,
+            crop_window: crate::isolate::CropWindow {
+                x: bbox.x_min as i64,
+                y: bbox.y_min as i64,
+                width: (bbox.x_max - bbox.x_min) as i64,
+                height: (bbox.y_max - bbox.y_min) as i64,
             },
+            mask: crate::isolate::CellMask::empty(1, 2, 29, 38),
+            morphometrics: Morphometrics::default(),
+            morphometrics_um: None,
             class,
             confidence: 0.9,
             probabilities: vec![0.9, 0.1],

@@ -133,6 +133,16 @@ function addDifferential(d) {
   }
 }
 
+// Closed polygons of pixel corners ([[x, y], ...] each).
+function strokePolygons(ctx, polygons) {
+  ctx.beginPath();
+  for (const poly of polygons) {
+    poly.forEach(([x, y], i) => (i ? ctx.lineTo(x, y) : ctx.moveTo(x, y)));
+    ctx.closePath();
+  }
+  ctx.stroke();
+}
+
 function drawPhoto(canvas, file, result, highlight) {
   const w = result.width, h = result.height;
   canvas.width = w;
@@ -160,7 +170,16 @@ function drawPhoto(canvas, file, result, highlight) {
       ctx.strokeStyle = color;
       if (c.review) ctx.setLineDash([lw * 4, lw * 2.5]); else ctx.setLineDash([]);
       const b = c.box;
-      ctx.strokeRect(b.x_min + 0.5, b.y_min + 0.5, b.x_max - b.x_min, b.y_max - b.y_min);
+      const o = c.outline || { cell: [], nucleus: [] };
+      if (o.cell.length) {
+        // The cell's outline in its class colour, the nucleus's thinner in the same colour.
+        strokePolygons(ctx, o.cell);
+        ctx.setLineDash([]);
+        ctx.lineWidth = Math.max(1, (hl ? lw * 2 : lw) / 2);
+        strokePolygons(ctx, o.nucleus);
+      } else {
+        ctx.strokeRect(b.x_min + 0.5, b.y_min + 0.5, b.x_max - b.x_min, b.y_max - b.y_min);
+      }
       ctx.setLineDash([]);
       // On a small photo (a single-cell crop) a label would cover the cell: the list below names it.
       if (!showLabels) continue;
@@ -214,7 +233,17 @@ function cellCard(c, onHover) {
   } else {
     badges.append(el("span", "badge ok", "No review flag"));
   }
-  info.append(top, probs, badges);
+  const m = c.morphometrics;
+  if (m) {
+    const um = c.morphometrics_um;
+    const area = um ? `${um.cell_area_um2.toFixed(0)} µm² (⌀ ${um.cell_diameter_um.toFixed(1)} µm)`
+      : `${m.cell_area_px} px`;
+    const lobes = m.nucleus_lobes === 1 ? "1 nucleus lobe" : `${m.nucleus_lobes} nucleus lobes`;
+    info.append(top, probs, el("div", "muted small morpho",
+      `Area ${area} · N:C ${m.nc_ratio.toFixed(2)} · ${lobes} · circularity ${m.circularity.toFixed(2)}`), badges);
+  } else {
+    info.append(top, probs, badges);
+  }
   card.append(img, info);
   card.addEventListener("mouseenter", () => onHover(c.cell));
   card.addEventListener("mouseleave", () => onHover(null));

@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use leuko::fsutil::{write_atomic, write_atomic_with};
 use leuko::imageio::load_rgb;
 use leuko::isolate::{
-    crop, isolate_with_mask, overlay, score_dataset, CropConfig, IsolationConfig, LeukocyteBox,
+    crop, isolate_with_mask, overlay, score_dataset, CropConfig, FoundCell, IsolationConfig,
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -28,9 +28,15 @@ pub struct IsolateArgs {
     /// Write the crops to DIR/<stem>_<k>.png (k = 1 for the largest leukocyte).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// Write every box to a CSV: file,cell,x_min,y_min,x_max,y_max,area_px (photo pixels, max exclusive).
+    /// Write every cell to a CSV: file,cell, its box (x_min,y_min,x_max,y_max: the outline's
+    /// bounding box, photo pixels, max exclusive) and its morphometrics (cell_area_px,
+    /// nucleus_area_px, nc_ratio, nucleus_lobes, circularity).
     #[arg(long, value_name = "FILE.csv")]
     pub boxes: Option<PathBuf>,
+    /// Write each photo's outlines to DIR/<photo stem>.png: the photo's size, 0 background, 128
+    /// cytoplasm, 255 nucleus, every leukocyte found.
+    #[arg(long, value_name = "DIR")]
+    pub masks: Option<PathBuf>,
     /// Also write DIR/<stem>_overlay.png: the photo with the mask outline and the boxes (needs --out).
     #[arg(long)]
     pub overlay: bool,
@@ -38,10 +44,11 @@ pub struct IsolateArgs {
     /// INPUT is optional then.
     #[arg(long)]
     pub score: bool,
-    /// Score the largest box of each INPUT photo against hand-made masks: DIR/<photo
-    /// stem>.png, the photo's size, 0 outside the cell (cytoplasm and nucleus any other value).
-    /// Prints the share of photos with a leukocyte found and the box IoU with the mask's
-    /// bounding box; photos without a mask are left out.
+    /// Score each INPUT photo's outlines against hand-made masks of one cell: DIR/<photo
+    /// stem>.png, the photo's size, 0-100 outside the cell, 101-200 cytoplasm, above 200 nucleus.
+    /// Prints the share of photos with a leukocyte found, the largest cell's box IoU with the
+    /// mask's bounding box, and Dice and IoU of cell and nucleus pixels, overall and for the
+    /// worst photos; photos without a mask are left out.
     #[arg(long, value_name = "DIR")]
     pub score_masks: Option<PathBuf>,
     #[command(flatten)]
@@ -72,8 +79,8 @@ pub struct IsolateArgs {
 /// What happened to one input photo.
 struct Outcome {
     path: PathBuf,
-    /// The boxes found, or why the photo could not be read.
-    result: Result<Vec<LeukocyteBox>, String>,
+    /// The cells found, or why the photo could not be read.
+    result: Result<Vec<FoundCell>, String>,
     /// The photo's size (when read).
     size: Option<(u32, u32)>,
 }
@@ -133,11 +140,14 @@ fn run_in_pool(
     crop_cfg: &CropConfig,
 ) -> anyhow::Result<ExitCode> {
     let (files, mut bad) = collect_inputs(&a.inputs)?;
-    if a.out.is_some() {
+    if a.out.is_some() || a.masks.is_some() {
         check_unique_stems(&files)?;
     }
     if let Some(out) = &a.out {
         std::fs::create_dir_all(out).with_context(|| format!("--out {}", out.display()))?;
+    }
+    if let Some(dir) = &a.masks {
+        std::fs::create_dir_all(dir).with_context(|| format!("--masks {}", dir.display()))?;
     }
     let pb = leuko::progress::bar(files.len() as u64, "isolate", a.quiet || files.len() < 2);
     let outcomes: Vec<Outcome> = files
@@ -235,7 +245,7 @@ fn score_masks(dir: &Path, outcomes: &[Outcome]) -> anyhow::Result<leuko::isolat
                 continue;
             }
         };
-        match leuko::isolate::score_against_mask(&stem, size, boxes.first().copied(), &mask) {
+        match leuko::isolate::score_against_mask(&stem, size, boxes, &mask) {
             Ok(s) => scores.push(s),
             Err(why) => {
                 if why == leuko::isolate::MaskSkip::OtherSize {
@@ -284,8 +294,8 @@ fn check_unique_stems(files: &[PathBuf]) -> anyhow::Result<()> {
         let stem = stem_of(f);
         if let Some(first) = seen.insert(stem.clone(), f) {
             bail!(
-                "{} and {} have the same name stem {stem:?}: their crops would overwrite each other in --out; \
-                 isolate them into different --out folders",
+                "{} and {} have the same name stem {stem:?}: their crops and masks would overwrite each other \
+                 in --out / --masks; isolate them into different folders",
                 first.display(),
                 f.display()
             );
@@ -306,15 +316,26 @@ fn process(
     a: &IsolateArgs,
     cfg: &IsolationConfig,
     crop_cfg: &CropConfig,
-) -> Result<(Vec<LeukocyteBox>, (u32, u32)), String> {
+) -> Result<(Vec<FoundCell>, (u32, u32)), String> {
     let photo = load_rgb(path).map_err(|e| match e {
         leuko::LeukoError::Image { message, .. } => format!("cannot read image: {message}"),
         leuko::LeukoError::Io { error, .. } => format!("cannot read the file: {error}"),
         other => other.to_string(),
     })?;
     let iso = isolate_with_mask(&photo, cfg);
+    let stem = stem_of(path);
+    if let Some(dir) = &a.masks {
+        let mut m = image::GrayImage::new(photo.width(), photo.height());
+        for c in &iso.cells {
+            c.paint_into(&mut m);
+        }
+        write_atomic_with(&dir.join(format!("{stem}.png")), |w| {
+            m.write_to(w, image::ImageFormat::Png)
+                .map_err(std::io::Error::other)
+        })
+        .map_err(|e| format!("cannot write its mask: {e}"))?;
+    }
     if let Some(out) = &a.out {
-        let stem = stem_of(path);
         for (k, b) in iso.boxes.iter().enumerate() {
             let c = crop(&photo, b, crop_cfg);
             write_png(&out.join(format!("{stem}_{}.png", k + 1)), &c)?;
@@ -326,7 +347,7 @@ fn process(
             )?;
         }
     }
-    Ok((iso.boxes, photo.dimensions()))
+    Ok((iso.found(), photo.dimensions()))
 }
 
 fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), String> {
@@ -340,12 +361,24 @@ fn write_png(path: &Path, img: &image::RgbImage) -> Result<(), String> {
 fn write_boxes_csv(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     w.write_record([
-        "file", "cell", "x_min", "y_min", "x_max", "y_max", "area_px",
+        "file",
+        "cell",
+        "x_min",
+        "y_min",
+        "x_max",
+        "y_max",
+        "cell_area_px",
+        "nucleus_area_px",
+        "nc_ratio",
+        "nucleus_lobes",
+        "circularity",
     ])?;
     for o in outcomes {
-        let Ok(boxes) = &o.result else { continue };
+        let Ok(cells) = &o.result else { continue };
         let file = o.path.to_string_lossy();
-        for (k, b) in boxes.iter().enumerate() {
+        for (k, c) in cells.iter().enumerate() {
+            let b = c.cell_box();
+            let m = c.mask.morphometrics();
             w.write_record([
                 file.to_string(),
                 (k + 1).to_string(),
@@ -353,7 +386,11 @@ fn write_boxes_csv(path: &Path, outcomes: &[Outcome]) -> anyhow::Result<()> {
                 b.y_min.to_string(),
                 b.x_max.to_string(),
                 b.y_max.to_string(),
-                b.area_px.to_string(),
+                m.cell_area_px.to_string(),
+                m.nucleus_area_px.to_string(),
+                format!("{:.4}", m.nc_ratio),
+                m.nucleus_lobes.to_string(),
+                format!("{:.4}", m.circularity),
             ])?;
         }
     }

@@ -66,9 +66,27 @@ pub struct ClassifyArgs {
     /// photo's pixels.
     #[arg(long, value_name = "F", default_value = "1")]
     pub magnification: leuko::preprocess::Magnification,
+    /// Micrometres per photo pixel (your microscope's calibration, e.g. 0.1 at 100x with a
+    /// 1 megapixel camera): adds the outline's areas in µm² and the cell's diameter in µm.
+    #[arg(long, value_name = "UM", value_parser = parse_um_per_px)]
+    pub um_per_px: Option<f64>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// `--um-per-px`: a positive scale of at most 100 µm per pixel.
+pub fn parse_um_per_px(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of micrometres per pixel"))?;
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(format!(
+            "{s}: micrometres per pixel must be above 0 and at most 100"
+        ));
+    }
+    Ok(v)
 }
 
 /// Loads the model and classifies every photo named by `inputs` on a pool
@@ -85,6 +103,7 @@ pub fn classify_inputs(
     classifier.set_views(a.views);
     classifier.set_prior(a.prior);
     classifier.set_magnification(a.magnification);
+    classifier.set_um_per_px(a.um_per_px);
     let mut builder = rayon::ThreadPoolBuilder::new();
     if let Some(n) = a.threads {
         if n == 0 {

@@ -48,6 +48,9 @@ pub struct ServeArgs {
     /// `predict --magnification`).
     #[arg(long, value_name = "F", default_value = "1")]
     pub magnification: leuko::preprocess::Magnification,
+    /// Micrometres per photo pixel for every upload (as `predict --um-per-px`).
+    #[arg(long, value_name = "UM", value_parser = super::predict::parse_um_per_px)]
+    pub um_per_px: Option<f64>,
 }
 
 /// `IP:PORT` or `HOST:PORT`, resolved to its first address.
@@ -67,6 +70,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     let mut classifier = Classifier::from_option(args.model.as_deref())?;
     classifier.set_magnification(args.magnification);
+    classifier.set_um_per_px(args.um_per_px);
     if args.max_files == 0
         || args.body_timeout == 0
         || args.header_timeout == 0

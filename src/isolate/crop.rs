@@ -58,14 +58,42 @@ struct Region {
     h: i64,
 }
 
-/// The box (plus margin) cut out of `img` and resized to
-/// `size_px x size_px`. Never fails: boxes are clipped to the photo, an empty
-/// box becomes its nearest photo pixel, and an empty photo gives a padded square.
-pub fn crop(img: &RgbImage, b: &LeukocyteBox, cfg: &CropConfig) -> RgbImage {
-    let size = cfg.size_px.max(1);
-    let (iw, ih) = (img.width() as i64, img.height() as i64);
+/// The rectangle of the photo a crop shows, in photo pixels: the crop is this window resized
+/// to its square (stretched unless `keep_aspect`); parts outside the photo are padding. Lets a
+/// crop be annotated with anything known in photo coordinates (a cell's outline).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CropWindow {
+    pub x: i64,
+    pub y: i64,
+    pub width: i64,
+    pub height: i64,
+}
+
+impl From<Region> for CropWindow {
+    fn from(r: Region) -> Self {
+        CropWindow {
+            x: r.x,
+            y: r.y,
+            width: r.w,
+            height: r.h,
+        }
+    }
+}
+
+/// The window [`crop`] cuts for box `b` from a `photo_width x photo_height` photo; `None` for
+/// an empty photo.
+pub fn crop_window(
+    photo_width: u32,
+    photo_height: u32,
+    b: &LeukocyteBox,
+    cfg: &CropConfig,
+) -> Option<CropWindow> {
+    region(photo_width as i64, photo_height as i64, b, cfg).map(CropWindow::from)
+}
+
+fn region(iw: i64, ih: i64, b: &LeukocyteBox, cfg: &CropConfig) -> Option<Region> {
     if iw == 0 || ih == 0 {
-        return RgbImage::from_pixel(size, size, Rgb(cfg.pad_rgb));
+        return None;
     }
     // The box clipped to the photo, at least one pixel.
     let x0 = (b.x_min as i64).min(iw - 1);
@@ -83,13 +111,12 @@ pub fn crop(img: &RgbImage, b: &LeukocyteBox, cfg: &CropConfig) -> RgbImage {
     if !cfg.keep_aspect {
         let (cx0, cy0) = (x0.max(0), y0.max(0));
         let (cx1, cy1) = (x1.min(iw), y1.min(ih));
-        let r = Region {
+        return Some(Region {
             x: cx0,
             y: cy0,
             w: cx1 - cx0,
             h: cy1 - cy0,
-        };
-        return resample(img, r, size, size);
+        });
     }
     let side = (x1 - x0).max(y1 - y0);
     let place = |lo: i64, hi: i64, len: i64| -> i64 {
@@ -100,16 +127,28 @@ pub fn crop(img: &RgbImage, b: &LeukocyteBox, cfg: &CropConfig) -> RgbImage {
             start
         }
     };
-    let r = Region {
+    Some(Region {
         x: place(x0, x1, iw),
         y: place(y0, y1, ih),
         w: side,
         h: side,
+    })
+}
+
+/// The box (plus margin) cut out of `img` and resized to
+/// `size_px x size_px`. Never fails: boxes are clipped to the photo, an empty
+/// box becomes its nearest photo pixel, and an empty photo gives a padded square.
+pub fn crop(img: &RgbImage, b: &LeukocyteBox, cfg: &CropConfig) -> RgbImage {
+    let size = cfg.size_px.max(1);
+    let (iw, ih) = (img.width() as i64, img.height() as i64);
+    let Some(r) = region(iw, ih, b, cfg) else {
+        return RgbImage::from_pixel(size, size, Rgb(cfg.pad_rgb));
     };
     if r.x >= 0 && r.y >= 0 && r.x + r.w <= iw && r.y + r.h <= ih {
         return resample(img, r, size, size);
     }
     // Part of the square lies outside the photo: paste onto a padded canvas.
+    let side = r.w;
     let mut canvas = RgbImage::from_pixel(side as u32, side as u32, Rgb(cfg.pad_rgb));
     for y in r.y.max(0)..(r.y + side).min(ih) {
         for x in r.x.max(0)..(r.x + side).min(iw) {

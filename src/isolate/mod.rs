@@ -46,6 +46,7 @@ pub mod crop;
 pub mod grow;
 pub mod masks;
 pub mod morphology;
+pub mod outline;
 pub mod overlay;
 pub mod score;
 
@@ -55,10 +56,11 @@ pub use colour::{
 };
 pub use components::{components, Component, Labelling};
 pub use config::IsolationConfig;
-pub use crop::{crop, resize, CropConfig};
+pub use crop::{crop, crop_window, resize, CropConfig, CropWindow};
 pub use grow::{grow, trim, GrownRegion, Growth};
 pub use masks::{background_mask, cytoplasm_mask, erythrocyte_mask, leukocyte_mask};
 pub use morphology::{close, dilate, erode, open};
+pub use outline::{CellMask, Morphometrics, MorphometricsUm, Outline, CYTOPLASM, NUCLEUS};
 pub use overlay::overlay;
 pub use score::{
     iou_with_voc, mask_cells, mask_photo_stem, score_against_mask, score_dataset,
@@ -80,24 +82,37 @@ pub fn isolate_at(
     cfg: &IsolationConfig,
     magnification: f32,
 ) -> Vec<LeukocyteBox> {
+    cells_at(photo, cfg, magnification)
+        .into_iter()
+        .map(|c| c.crop_box)
+        .collect()
+}
+
+/// [`isolate_at`] with each cell's outline ([`FoundCell`]), in `photo`'s pixels.
+pub fn cells_at(photo: &RgbImage, cfg: &IsolationConfig, magnification: f32) -> Vec<FoundCell> {
     let m = f64::from(magnification);
     let (w, h) = photo.dimensions();
     if !(m.is_finite() && m > 0.0) || (m - 1.0).abs() < 1e-6 || w == 0 || h == 0 {
-        return isolate(photo, cfg);
+        return isolate_with_mask(photo, cfg).found();
     }
     let sw = ((w as f64 / m).round() as u32).max(1);
     let sh = ((h as f64 / m).round() as u32).max(1);
     let scaled = image::imageops::resize(photo, sw, sh, image::imageops::FilterType::Triangle);
-    let boxes: Vec<LeukocyteBox> = isolate(&scaled, &cfg.at_scale(1.0 / m))
+    let (fx, fy) = (w as f64 / sw as f64, h as f64 / sh as f64);
+    let cells: Vec<FoundCell> = isolate_with_mask(&scaled, &cfg.at_scale(1.0 / m))
+        .found()
         .into_iter()
-        .map(|b| b.resized(w as f64 / sw as f64, h as f64 / sh as f64, w, h))
+        .map(|c| FoundCell {
+            crop_box: c.crop_box.resized(fx, fy, w, h),
+            mask: c.mask.resized(fx, fy, w, h),
+        })
         .collect();
-    if boxes.is_empty() {
+    if cells.is_empty() {
         // Resized down, a photo whose few cells fill the field of view can come out with
         // nothing found (measured at 2x-3x); as it is, its cells are at least boxed in part.
-        isolate(photo, cfg)
+        isolate_with_mask(photo, cfg).found()
     } else {
-        boxes
+        cells
     }
 }
 
@@ -113,6 +128,41 @@ pub struct Isolation {
     pub scale: u32,
     /// The photo's background (white reference) colour.
     pub background: [u8; 3],
+    /// The outline of each cell of `boxes`, in the same order, at the photo's resolution.
+    pub cells: Vec<CellMask>,
+}
+
+/// One leukocyte found in a photo: the box its network input is cut from, and its outline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FoundCell {
+    /// The crop window: the cell's outline pushed out by the isolation's edge and margin
+    /// ([`IsolationConfig::edge_px`], [`IsolationConfig::box_margin_fraction`]), the framing
+    /// the network was trained on.
+    pub crop_box: LeukocyteBox,
+    /// Nucleus and cytoplasm at the photo's resolution; its [`CellMask::bbox`] is the cell's
+    /// tight box.
+    pub mask: CellMask,
+}
+
+impl FoundCell {
+    /// The bounding box of the cell's outline (the crop box if the outline is empty).
+    pub fn cell_box(&self) -> LeukocyteBox {
+        self.mask.bbox().unwrap_or(self.crop_box)
+    }
+}
+
+impl Isolation {
+    /// The cells found, largest first.
+    pub fn found(&self) -> Vec<FoundCell> {
+        self.boxes
+            .iter()
+            .zip(&self.cells)
+            .map(|(b, m)| FoundCell {
+                crop_box: *b,
+                mask: m.clone(),
+            })
+            .collect()
+    }
 }
 
 /// Every leukocyte in `photo`, largest first (training uses the first). A
@@ -338,6 +388,12 @@ fn isolate_by(
         keep_cell[*k] = true;
     }
     let mut mask = GrayImage::new(ww, wh);
+    // Which kept cell (1-based, in `kept` order) each working pixel belongs to.
+    let mut rank = vec![0u32; cells.len()];
+    for (r, (k, _)) in kept.iter().enumerate() {
+        rank[*k] = r as u32 + 1;
+    }
+    let mut member = vec![0u32; (ww * wh) as usize];
     let mut first_piece = 0;
     for (win, g) in &growths {
         for (i, &l) in g.labels.iter().enumerate() {
@@ -347,15 +403,36 @@ fn isolate_by(
                     win.y + (i as u32 / win.width),
                 );
                 mask.put_pixel(x, y, image::Luma([masks::IN]));
+                member[(y * ww + x) as usize] = rank[owner[first_piece + l as usize - 1]];
             }
         }
         first_piece += g.regions.len();
     }
+    let outlines = kept
+        .iter()
+        .enumerate()
+        .map(|(r, (k, _))| {
+            let c = &cells[*k];
+            let part = |x: u32, y: u32| {
+                let i = (y * ww + x) as usize;
+                if member[i] != r as u32 + 1 {
+                    outline::Part::Outside
+                } else if nucleus.as_raw()[i] != 0 {
+                    outline::Part::Nucleus
+                } else {
+                    outline::Part::Cytoplasm
+                }
+            };
+            let work_box = (c.x_min, c.y_min, c.x_max, c.y_max);
+            outline::from_working(part, work_box, (ww, wh), factor, (w, h))
+        })
+        .collect();
     Isolation {
         boxes: kept.into_iter().map(|(_, b)| b).collect(),
         mask,
         scale: factor,
         background: model.background,
+        cells: outlines,
     }
 }
 

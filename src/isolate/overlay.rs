@@ -89,6 +89,7 @@ mod tests {
             mask,
             scale: 2,
             background: [200, 200, 200],
+            cells: Vec::new(),
         };
         let o = overlay(&photo, &iso);
         assert_eq!(o.dimensions(), (20, 10));

@@ -197,16 +197,68 @@ pub fn score_dataset_with(
     ))
 }
 
-/// The largest found box of one photo against its hand-made mask.
+/// One photo's outlines against its hand-made mask.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct MaskScore {
     /// The photo's file stem (the mask is `<stem>.png`).
     pub name: String,
-    /// IoU of the largest found box with the mask's bounding box; 0 when none found.
+    /// IoU of the largest found cell's box with the mask's bounding box; 0 when none found.
     pub box_iou: f64,
+    /// The largest found cell's box (its outline's bounding box).
     pub found: Option<LeukocyteBox>,
     /// The bounding box of the mask's cell (cytoplasm and nucleus).
     pub truth: LeukocyteBox,
+    /// Every found cell's pixels against the mask's cell pixels (nucleus and cytoplasm).
+    pub cell: Overlap,
+    /// Every found nucleus against the mask's nucleus pixels.
+    pub nucleus: Overlap,
+}
+
+/// Dice and IoU of two sets of pixels; both 0 when either is empty and the other is not, both
+/// 1 when both are empty.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Overlap {
+    pub dice: f64,
+    pub iou: f64,
+}
+
+impl Overlap {
+    pub fn of(found: u64, truth: u64, both: u64) -> Overlap {
+        if found + truth == 0 {
+            return Overlap {
+                dice: 1.0,
+                iou: 1.0,
+            };
+        }
+        Overlap {
+            dice: 2.0 * both as f64 / (found + truth) as f64,
+            iou: both as f64 / (found + truth - both) as f64,
+        }
+    }
+}
+
+/// Means and medians of [`Overlap`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct OverlapSummary {
+    pub mean_dice: f64,
+    pub median_dice: f64,
+    pub mean_iou: f64,
+}
+
+impl OverlapSummary {
+    fn of(v: &[Overlap]) -> OverlapSummary {
+        let sorted = |f: fn(&Overlap) -> f64| {
+            let mut x: Vec<f64> = v.iter().map(f).collect();
+            x.sort_by(f64::total_cmp);
+            x
+        };
+        let (dice, iou) = (sorted(|o| o.dice), sorted(|o| o.iou));
+        OverlapSummary {
+            mean_dice: IouSummary::of(&dice).mean,
+            median_dice: IouSummary::of(&dice).median,
+            mean_iou: IouSummary::of(&iou).mean,
+        }
+    }
 }
 
 /// Summary of [`MaskScore`]s.
@@ -219,6 +271,8 @@ pub struct MaskReport {
     pub mean_box_iou: f64,
     pub median_box_iou: f64,
     pub share_box_iou_ge_half: f64,
+    pub cell: OverlapSummary,
+    pub nucleus: OverlapSummary,
     /// Every scored photo, worst first.
     pub photos: Vec<MaskScore>,
 }
@@ -234,6 +288,8 @@ impl MaskReport {
             mean_box_iou: s.mean,
             median_box_iou: s.median,
             share_box_iou_ge_half: s.share_ge_half,
+            cell: OverlapSummary::of(&photos.iter().map(|p| p.cell).collect::<Vec<_>>()),
+            nucleus: OverlapSummary::of(&photos.iter().map(|p| p.nucleus).collect::<Vec<_>>()),
             photos,
         }
     }
@@ -246,23 +302,33 @@ found      {:.2}%
 mean box IoU   {:.4}
 median box IoU {:.4}
 box IoU >= 0.5 {:.2}%
+cell     Dice mean {:.4}  median {:.4}  IoU mean {:.4}
+nucleus  Dice mean {:.4}  median {:.4}  IoU mean {:.4}
 ",
             self.n,
             100.0 * self.share_found,
             self.mean_box_iou,
             self.median_box_iou,
-            100.0 * self.share_box_iou_ge_half
+            100.0 * self.share_box_iou_ge_half,
+            self.cell.mean_dice,
+            self.cell.median_dice,
+            self.cell.mean_iou,
+            self.nucleus.mean_dice,
+            self.nucleus.median_dice,
+            self.nucleus.mean_iou,
         );
         let b = |b: &LeukocyteBox| format!("[{}, {}, {}, {})", b.x_min, b.y_min, b.x_max, b.y_max);
         if worst > 0 && self.n > 0 {
             s.push_str(&format!("{} worst by box IoU:\n", worst.min(self.n)));
             for p in &self.photos[..worst.min(self.n)] {
                 s.push_str(&format!(
-                    "  {}  IoU {:.3}  found {}  mask {}\n",
+                    "  {}  IoU {:.3}  found {}  mask {}  Dice cell {:.3} nucleus {:.3}\n",
                     p.name,
                     p.box_iou,
                     p.found.as_ref().map_or("none".to_string(), b),
-                    b(&p.truth)
+                    b(&p.truth),
+                    p.cell.dice,
+                    p.nucleus.dice,
                 ));
             }
         }
@@ -273,6 +339,9 @@ box IoU >= 0.5 {:.2}%
 /// Mask values above this are the cell (cytoplasm or nucleus): masks mark cytoplasm 128-155
 /// and nuclei 255, and some carry JPEG-like noise near 0.
 pub const MASK_CELL_MIN: u8 = 100;
+
+/// Mask values above this are nucleus (255 in both mask sets; cytoplasm is 128-155).
+pub const MASK_NUCLEUS_MIN: u8 = 200;
 
 /// The cells of a hand-made mask: the bounding boxes (exclusive max) of the connected pieces
 /// of pixels above [`MASK_CELL_MIN`], largest first, leaving out specks under 2% of the largest
@@ -323,11 +392,13 @@ impl std::fmt::Display for MaskSkip {
     }
 }
 
-/// Scores the largest found box of photo `name` against a mask of one cell.
+/// Scores the cells found in photo `name` (largest first) against a mask of one cell: the
+/// largest cell's box against the mask's bounding box, and every found cell's nucleus and
+/// cytoplasm pixels against the mask's.
 pub fn score_against_mask(
     name: &str,
     photo_size: (u32, u32),
-    found: Option<LeukocyteBox>,
+    found: &[super::FoundCell],
     mask: &image::GrayImage,
 ) -> std::result::Result<MaskScore, MaskSkip> {
     if mask.dimensions() != photo_size {
@@ -338,11 +409,29 @@ pub fn score_against_mask(
         [one] => *one,
         _ => return Err(MaskSkip::SeveralCells),
     };
+    let mut painted = image::GrayImage::new(photo_size.0, photo_size.1);
+    for c in found {
+        c.mask.paint_into(&mut painted);
+    }
+    let (mut cell, mut nucleus) = ([0u64; 3], [0u64; 3]);
+    for (p, t) in painted.as_raw().iter().zip(mask.as_raw()) {
+        let (pc, tc) = (*p != 0, *t > MASK_CELL_MIN);
+        let (pn, tn) = (*p == super::outline::NUCLEUS, *t > MASK_NUCLEUS_MIN);
+        cell[0] += pc as u64;
+        cell[1] += tc as u64;
+        cell[2] += (pc && tc) as u64;
+        nucleus[0] += pn as u64;
+        nucleus[1] += tn as u64;
+        nucleus[2] += (pn && tn) as u64;
+    }
+    let largest = found.first().map(|c| c.cell_box());
     Ok(MaskScore {
         name: name.to_string(),
-        box_iou: found.map_or(0.0, |f| f.iou(&truth)),
-        found,
+        box_iou: largest.map_or(0.0, |f| f.iou(&truth)),
+        found: largest,
         truth,
+        cell: Overlap::of(cell[0], cell[1], cell[2]),
+        nucleus: Overlap::of(nucleus[0], nucleus[1], nucleus[2]),
     })
 }
 
@@ -394,12 +483,38 @@ mod tests {
             y_max: 12,
             area_px: 1,
         };
-        let s = score_against_mask("a", (40, 20), Some(found), &mask).unwrap();
+        // The found cell covers the left half of the true cell; its nucleus the left half of
+        // the true nucleus.
+        let mut outline = crate::isolate::CellMask::empty(4, 2, 6, 10);
+        for (i, v) in outline.pixels.iter_mut().enumerate() {
+            *v = if i % 6 < 3 {
+                crate::isolate::NUCLEUS
+            } else {
+                crate::isolate::CYTOPLASM
+            };
+        }
+        let found = [crate::isolate::FoundCell {
+            crop_box: LeukocyteBox { x_max: 14, ..found },
+            mask: outline,
+        }];
+        let s = score_against_mask("a", (40, 20), &found, &mask).unwrap();
+        // The box scored is the outline's, not the wider crop box.
         assert!((s.box_iou - 0.5).abs() < 1e-12);
-        let none = score_against_mask("b", (40, 20), None, &mask).unwrap();
+        // Pixels are scored over the whole photo, the speck (a nucleus pixel) included: 121
+        // true cell pixels, 61 true nucleus pixels.
+        assert!((s.cell.dice - 120.0 / 181.0).abs() < 1e-9, "{:?}", s.cell);
+        assert!((s.cell.iou - 60.0 / 121.0).abs() < 1e-9);
+        assert!(
+            (s.nucleus.dice - 60.0 / 91.0).abs() < 1e-9,
+            "{:?}",
+            s.nucleus
+        );
+        assert!((s.nucleus.iou - 30.0 / 61.0).abs() < 1e-9);
+        let none = score_against_mask("b", (40, 20), &[], &mask).unwrap();
+        assert_eq!((none.cell.dice, none.nucleus.dice), (0.0, 0.0));
         assert_eq!(none.box_iou, 0.0);
         assert_eq!(
-            score_against_mask("a", (10, 10), Some(found), &mask),
+            score_against_mask("a", (10, 10), &found, &mask),
             Err(MaskSkip::OtherSize)
         );
         let mut two = mask.clone();
@@ -409,11 +524,11 @@ mod tests {
             }
         }
         assert_eq!(
-            score_against_mask("a", (40, 20), Some(found), &two),
+            score_against_mask("a", (40, 20), &found, &two),
             Err(MaskSkip::SeveralCells)
         );
         assert_eq!(
-            score_against_mask("a", (3, 3), None, &image::GrayImage::new(3, 3)),
+            score_against_mask("a", (3, 3), &[], &image::GrayImage::new(3, 3)),
             Err(MaskSkip::Empty)
         );
         let r = MaskReport::from_scores(vec![s, none]);

@@ -129,12 +129,15 @@ fn folder_run_reports_bad_files_and_goes_on() {
     make_inputs(dir.path());
     let out = dir.path().join("crops");
     let csv = dir.path().join("boxes.csv");
+    let masks = dir.path().join("masks");
     let o = leuko(&[
         dir.path().to_str().unwrap(),
         "--out",
         out.to_str().unwrap(),
         "--boxes",
         csv.to_str().unwrap(),
+        "--masks",
+        masks.to_str().unwrap(),
         "--overlay",
         "--threads",
         "2",
@@ -172,22 +175,64 @@ fn folder_run_reports_bad_files_and_goes_on() {
     let mut lines = table.lines();
     assert_eq!(
         lines.next(),
-        Some("file,cell,x_min,y_min,x_max,y_max,area_px")
+        Some("file,cell,x_min,y_min,x_max,y_max,cell_area_px,nucleus_area_px,nc_ratio,nucleus_lobes,circularity")
     );
     let bccd: Vec<&str> = lines.filter(|l| l.contains("bccd.jpg")).collect();
     assert_eq!(bccd.len(), 1, "{table}");
-    let cols: Vec<u32> = bccd[0]
+    let cols: Vec<f64> = bccd[0]
         .split(',')
         .skip(1)
         .map(|v| v.parse().unwrap())
         .collect();
     // Cell 1, a box inside the 640x480 photo around its leukocyte (annotated 260..492 x 177..377).
-    assert_eq!(cols[0], 1);
+    assert_eq!(cols[0], 1.0);
     assert!(
-        cols[1] < 280 && cols[3] > 470 && cols[2] < 200 && cols[4] > 350,
+        cols[1] < 280.0 && cols[3] > 470.0 && cols[2] < 200.0 && cols[4] > 350.0,
         "{cols:?}"
     );
-    assert!(cols[3] <= 640 && cols[4] <= 480 && cols[5] > 0);
+    assert!(cols[3] <= 640.0 && cols[4] <= 480.0);
+    // The outline fills most of its box, its nucleus part of it; a rounded cell.
+    let box_area = (cols[3] - cols[1]) * (cols[4] - cols[2]);
+    let (cell_area, nucleus_area, nc, lobes, circ) = (cols[5], cols[6], cols[7], cols[8], cols[9]);
+    assert!(
+        cell_area > 0.6 * box_area && cell_area <= box_area,
+        "{cols:?}"
+    );
+    assert!(nucleus_area > 0.0 && nucleus_area < cell_area, "{cols:?}");
+    assert!((nc - nucleus_area / cell_area).abs() < 1e-3, "{cols:?}");
+    assert!((1.0..=5.0).contains(&lobes), "{cols:?}");
+    assert!(circ > 0.6 && circ <= 1.0, "{cols:?}");
+
+    // The mask of the same cell: photo-sized, values 0 / 128 / 255, areas as in the table,
+    // the nucleus inside the cell and the cell inside its box.
+    let m = image::open(masks.join("bccd.png")).unwrap().to_luma8();
+    assert_eq!(m.dimensions(), (640, 480));
+    let (mut cell, mut nucleus) = (0.0, 0.0);
+    for (x, y, p) in m.enumerate_pixels() {
+        let v = p.0[0];
+        assert!([0, 128, 255].contains(&v), "mask value {v}");
+        if v != 0 {
+            cell += 1.0;
+            let inside = x as f64 >= cols[1] && (x as f64) < cols[3];
+            assert!(
+                inside && y as f64 >= cols[2] && (y as f64) < cols[4],
+                "({x}, {y})"
+            );
+        }
+        if v == 255 {
+            nucleus += 1.0;
+        }
+    }
+    assert_eq!((cell, nucleus), (cell_area, nucleus_area));
+    let white = image::open(masks.join("white.png")).unwrap().to_luma8();
+    assert!(
+        white.pixels().all(|p| p.0[0] == 0),
+        "no leukocyte, an empty mask"
+    );
+    assert!(
+        !masks.join("text.png").exists(),
+        "no mask for a file that is not a photo"
+    );
 }
 
 #[test]

@@ -16,7 +16,7 @@ const CLASSES: [&str; 5] = [
     "MONOCYTE",
     "BASOPHIL",
 ];
-const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity";
+const HEADER: &str = "file,cell,x_min,y_min,x_max,y_max,class,confidence,p_neutrophil,p_eosinophil,p_lymphocyte,p_monocyte,review,review_reasons,unfamiliarity,cell_area_px,nucleus_area_px,nc_ratio,nucleus_lobes,circularity,cell_area_um2,nucleus_area_um2,cell_diameter_um";
 
 fn predict(args: &[&str]) -> Output {
     common::leuko("predict", args)
@@ -51,19 +51,46 @@ fn check_cell_row(row: &[String]) {
     );
     assert!(row[12] == "true" || row[12] == "false");
     assert!(row[14].parse::<f64>().is_ok(), "{row:?}");
+    // The outline's measures: a cell larger than its nucleus, filling most of its box.
+    let cell: f64 = row[15].parse().unwrap();
+    let nucleus: f64 = row[16].parse().unwrap();
+    let nc: f64 = row[17].parse().unwrap();
+    let lobes: u32 = row[18].parse().unwrap();
+    let circ: f64 = row[19].parse().unwrap();
+    let box_area = ((b[2] - b[0]) * (b[3] - b[1])) as f64;
+    assert!(cell > 0.4 * box_area && cell <= box_area, "{row:?}");
+    assert!(nucleus > 0.0 && nucleus < cell, "{row:?}");
+    assert!((nc - nucleus / cell).abs() < 1e-3, "{row:?}");
+    assert!((1..=8).contains(&lobes), "{row:?}");
+    assert!(circ > 0.3 && circ <= 1.0, "{row:?}");
 }
 
 #[test]
 fn csv_and_json_give_one_row_per_leukocyte() {
     let photos = [photo(0), photo(3), photo(10)];
     let args: Vec<&str> = photos.iter().map(|p| s(p)).collect();
-    let o = predict(&[&args[..], &["--format", "csv", "--threads", "2"]].concat());
+    let o = predict(
+        &[
+            &args[..],
+            &["--format", "csv", "--threads", "2", "--um-per-px", "0.1"],
+        ]
+        .concat(),
+    );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     let rows = csv_rows(&text(&o.stdout));
     for r in &rows {
         // BCCD photos look like the default model's training photos.
         let u: f64 = r[14].parse().unwrap();
         assert!(u < 1.0, "unfamiliarity {u}: {r:?}");
+        // At 0.1 µm per pixel a pixel is 0.01 µm².
+        let px: f64 = r[15].parse().unwrap();
+        let um2: f64 = r[20].parse().unwrap();
+        assert!((um2 - px * 0.01).abs() < 0.006, "{r:?}");
+        let d: f64 = r[22].parse().unwrap();
+        assert!(
+            (d - 2.0 * (um2 / std::f64::consts::PI).sqrt()).abs() < 0.01,
+            "{r:?}"
+        );
     }
     let o = predict(&[&args[..], &["--format", "json", "--quiet"]].concat());
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
@@ -90,6 +117,34 @@ fn csv_and_json_give_one_row_per_leukocyte() {
             let class = c["class"].as_str().unwrap();
             let conf = c["confidence"].as_f64().unwrap();
             assert!((c["probabilities"][class].as_f64().unwrap() - conf).abs() < 1e-9);
+            // Without --um-per-px there are no micrometre figures; the outline's polygons
+            // span exactly the cell's box.
+            assert!(c.get("morphometrics_um").is_none(), "{c}");
+            let cell_polys = c["outline"]["cell"].as_array().unwrap();
+            assert!(!cell_polys.is_empty(), "{c}");
+            let corners: Vec<(u64, u64)> = cell_polys
+                .iter()
+                .flat_map(|p| p.as_array().unwrap())
+                .map(|xy| (xy[0].as_u64().unwrap(), xy[1].as_u64().unwrap()))
+                .collect();
+            let b = &c["box"];
+            let span = (
+                corners.iter().map(|p| p.0).min(),
+                corners.iter().map(|p| p.1).min(),
+                corners.iter().map(|p| p.0).max(),
+                corners.iter().map(|p| p.1).max(),
+            );
+            assert_eq!(
+                span,
+                (
+                    b["x_min"].as_u64(),
+                    b["y_min"].as_u64(),
+                    b["x_max"].as_u64(),
+                    b["y_max"].as_u64()
+                ),
+                "{c}"
+            );
+            assert!(!c["outline"]["nucleus"].as_array().unwrap().is_empty());
         }
         expected_rows += cells.len();
         let file_rows: Vec<_> = rows.iter().filter(|r| r[0] == s(p)).collect();
@@ -97,6 +152,10 @@ fn csv_and_json_give_one_row_per_leukocyte() {
         for (r, c) in file_rows.iter().zip(cells) {
             check_cell_row(r);
             assert_eq!(r[6], c["class"].as_str().unwrap());
+            assert_eq!(
+                r[15].parse::<u64>().unwrap(),
+                c["morphometrics"]["cell_area_px"].as_u64().unwrap()
+            );
             assert_eq!(
                 r[2].parse::<u64>().unwrap(),
                 c["box"]["x_min"].as_u64().unwrap()
@@ -393,4 +452,18 @@ fn predict_at_another_magnification_finds_the_cells_in_the_photos_pixels() {
         mean(&iou_told) >= 0.55 && mean(&iou_told) >= mean(&iou_untold) + 0.1,
         "IoU told {iou_told:?}, untold {iou_untold:?}"
     );
+}
+
+#[test]
+fn a_scale_that_is_not_a_positive_number_is_refused_before_any_work() {
+    for bad in ["0", "-0.1", "abc", "1e9", "NaN"] {
+        let o = predict(&[s(&photo(0)), &format!("--um-per-px={bad}")]);
+        assert!(!o.status.success(), "--um-per-px {bad} accepted");
+        let err = text(&o.stderr);
+        assert!(
+            err.contains("--um-per-px") && err.contains("micrometres per pixel"),
+            "{bad}: {err}"
+        );
+        assert!(o.stdout.is_empty());
+    }
 }

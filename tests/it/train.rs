@@ -157,6 +157,7 @@ fn resumed_run_continues_exactly_where_the_interrupted_one_stopped() {
         contrast: 0.0,
         colour: 0.0,
         mixup: 0.4,
+        ..leuko::augment::AugmentConfig::off()
     });
 
     let whole = tempfile::tempdir().unwrap();
