@@ -297,13 +297,91 @@ pub fn isolate_with_mask(photo: &RgbImage, cfg: &IsolationConfig) -> Isolation {
     let first = isolate_by(&work, &model, (w, h), factor, cfg, Cue::Colour);
     // Darkness is measured against the background: a dim frame has none worth the name.
     let lit = model.background.iter().map(|&c| c as u32).sum::<u32>() >= 3 * 64;
-    if first.boxes.is_empty() && cfg.dark_nucleus_min_pct > 0 && lit {
+    if cfg.dark_nucleus_min_pct > 0 && lit {
         let second = isolate_by(&work, &model, (w, h), factor, cfg, Cue::Darkness);
-        if !second.boxes.is_empty() {
-            return second;
+        if first.boxes.is_empty() {
+            if !second.boxes.is_empty() {
+                return second;
+            }
+        } else {
+            return overrule(first, second);
         }
     }
     first
+}
+
+/// How much more nucleus a cell of the second look needs than the first look's cells it
+/// overlaps to replace them.
+const OVERRULE_FACTOR: u64 = 2;
+
+/// The least circularity of a second-look cell that overrules the first look: leukocytes are
+/// round to oval (the second look's outlines of Jiangxi Tecom leukocytes: mostly 0.7-1.0),
+/// while in a dark photo darkness can also join a leukocyte to the erythrocytes around it, a
+/// ragged outline (0.06-0.3 on darkened BCCD photos).
+const OVERRULE_MIN_CIRCULARITY: f64 = 0.5;
+
+/// The first look's cells, except where the second look found a much larger cell: one that
+/// overlaps first-look cells and has at least [`OVERRULE_FACTOR`] times the nucleus of the
+/// largest of them (the colour cues caught a lobe or a corner of a cell whose nucleus is not
+/// blue enough), or overlaps none and has at least that much more than the first look's largest
+/// (the colour cues caught only a fragment beside the leukocyte).
+fn overrule(first: Isolation, second: Isolation) -> Isolation {
+    let overlaps = |a: &LeukocyteBox, b: &LeukocyteBox| {
+        a.x_min < b.x_max && b.x_min < a.x_max && a.y_min < b.y_max && b.y_min < a.y_max
+    };
+    let largest_first = first.boxes.iter().map(|b| b.area_px).max().unwrap_or(0);
+    let mut dropped = vec![false; first.boxes.len()];
+    let mut taken = Vec::new();
+    for (k, b) in second.boxes.iter().enumerate() {
+        let hit: Vec<usize> = (0..first.boxes.len())
+            .filter(|&i| overlaps(b, &first.boxes[i]))
+            .collect();
+        let rival = hit
+            .iter()
+            .map(|&i| first.boxes[i].area_px)
+            .max()
+            .unwrap_or(largest_first);
+        if b.area_px >= OVERRULE_FACTOR * rival.max(1)
+            && second.cells[k].morphometrics().circularity >= OVERRULE_MIN_CIRCULARITY
+        {
+            for i in hit {
+                dropped[i] = true;
+            }
+            taken.push(k);
+        }
+    }
+    if taken.is_empty() {
+        return first;
+    }
+    let mut cells: Vec<(LeukocyteBox, CellMask)> = first
+        .boxes
+        .into_iter()
+        .zip(first.cells)
+        .zip(&dropped)
+        .filter(|(_, &d)| !d)
+        .map(|(c, _)| c)
+        .collect();
+    let second_cells: Vec<(LeukocyteBox, CellMask)> =
+        second.boxes.into_iter().zip(second.cells).collect();
+    cells.extend(taken.into_iter().map(|k| second_cells[k].clone()));
+    cells.sort_by(|a, b| {
+        b.0.area_px
+            .cmp(&a.0.area_px)
+            .then(a.0.y_min.cmp(&b.0.y_min))
+            .then(a.0.x_min.cmp(&b.0.x_min))
+    });
+    let mut mask = first.mask;
+    for (m, s) in mask.pixels_mut().zip(second.mask.pixels()) {
+        m.0[0] = m.0[0].max(s.0[0]);
+    }
+    let (boxes, cells) = cells.into_iter().unzip();
+    Isolation {
+        boxes,
+        mask,
+        scale: first.scale,
+        background: first.background,
+        cells,
+    }
 }
 
 /// The isolation of a working image `work` (the photo of `photo_size` shrunk by `factor`) by
